@@ -1,0 +1,164 @@
+/**
+ * Builds the service from parsed config: infrastructure clients are created
+ * here, once, and closed here (onClose). Nothing in this file listens, reads
+ * the environment or exits; server.ts owns the process.
+ */
+import swagger from '@fastify/swagger';
+import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
+import { pino, type Logger } from 'pino';
+
+import { createCheckout } from './checkout/checkout.js';
+import { checkoutRoutes } from './checkout/routes.js';
+import { systemClock, type Clock } from './clock.js';
+import type { Config } from './config.js';
+import { createDb } from './db/db.js';
+import { AppError } from './errors.js';
+import { healthRoutes } from './health/routes.js';
+import { registerErrorHandling, sendError } from './http/errors.js';
+import { instrument } from './http/instrument.js';
+import { createMetrics } from './metrics/metrics.js';
+import { metricsRoutes } from './metrics/routes.js';
+import { createPurchase } from './purchase/purchase.js';
+import { purchaseRoutes } from './purchase/routes.js';
+import { createLocks } from './redis/lock.js';
+import { createRedis } from './redis/redis.js';
+import { createIds } from './sale/ids.js';
+import { saleRoutes } from './sale/routes.js';
+import { createSales } from './sale/sales.js';
+
+export interface AppOptions {
+  config: Config;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+
+/** Logs a failing dependency once when it fails and once when it recovers, not on every retry. */
+function outageLogger(log: Logger, what: string, where: string) {
+  let down = false;
+  return {
+    failed(err: Error) {
+      if (!down) log.error({ err: err.message }, `${what} unreachable at ${where}, retrying`);
+      down = true;
+    },
+    recovered() {
+      if (down) log.info(`${what} reachable again at ${where}`);
+      down = false;
+    },
+  };
+}
+
+/** "host:port/db" of a URL, without credentials, for log lines. */
+export const describeUrl = (url: string) => {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || '(default port)'}${u.pathname === '/' ? '' : u.pathname}`;
+};
+
+export async function buildApp({ config, clock = systemClock, logger }: AppOptions) {
+  const log = logger ?? pino({ level: config.LOG_LEVEL });
+  const metrics = createMetrics();
+  const db = createDb(config, metrics);
+  const redisOutage = outageLogger(log, 'Redis', describeUrl(config.REDIS_URL));
+  const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));
+  redis.client.on('ready', () => redisOutage.recovered());
+  const locks = createLocks(redis, metrics);
+  const ids = createIds(config.SALE_DURATION, config.SALE_ITEMS);
+  const sales = createSales({ config, db, redis, locks, ids, clock, metrics, log });
+  const checkout = createCheckout({ config, db, redis, ids, sales, clock });
+  const purchase = createPurchase({ config, db, redis, locks, ids, sales, clock });
+  metrics.sources.activeSale = async () => {
+    const sale = await sales.info(ids.windowAt(clock.now()).id);
+    return sale && { total: sale.total_items, sold: sale.items_sold };
+  };
+
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger, // pino's Logger is wider than Fastify's logger type
+    // Per-request log lines cost more than the request at 15k/s; metrics count requests.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 16 * 1024, // no route takes a body
+    return503OnClosing: false, // instrument() answers 503 in the error shape instead
+  });
+  await app.register(swagger, {
+    openapi: { info: { title: 'flashsale', version: '1.0.0', description: 'Hourly flash sales of generated items.' } },
+  });
+  registerErrorHandling(app);
+  instrument(app, metrics, config.MAX_IN_FLIGHT);
+  // A known path with the wrong method answers 405, not 404: remember each path's methods.
+  const allowed = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const m of methods) allowed.set(route.url, (allowed.get(route.url) ?? new Set()).add(m));
+  });
+
+  checkoutRoutes(app, { ids, checkout });
+  purchaseRoutes(app, { ids, purchase });
+  saleRoutes(app, { ids, sales, saleItems: config.SALE_ITEMS });
+  healthRoutes(app, { db, redis, metrics, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
+  metricsRoutes(app, metrics);
+  app.get('/openapi.json', { config: { name: 'openapi' }, schema: { hide: true } }, async () => app.swagger());
+
+  await app.after();
+  for (const [url, methods] of [...allowed]) {
+    app.route({
+      method: METHODS.filter((m) => !methods.has(m)),
+      url,
+      config: { name: 'method_not_allowed' },
+      schema: { hide: true },
+      handler: (request, reply) =>
+        sendError(reply.header('allow', [...methods].join(', ')), new AppError('METHOD_NOT_ALLOWED', request.method)),
+    });
+  }
+
+  let timer: NodeJS.Timeout | undefined;
+  const tickMs = Math.min(1000, (config.SALE_DURATION * 1000) / 4);
+  const schedule = () => {
+    timer = setTimeout(() => {
+      sales
+        .tick()
+        .catch((err: Error) => log.warn({ err: err.message }, 'sale scheduler tick failed'))
+        .finally(() => timer && schedule());
+    }, tickMs);
+  };
+  app.addHook('onReady', async () => {
+    redis.connect().catch(() => {}); // resolves once connected; retries by itself until then
+    await new Promise((resolve) => {
+      const wait = setTimeout(resolve, config.DEPENDENCY_TIMEOUT_MS);
+      redis.client.once('ready', () => resolve(clearTimeout(wait)));
+    });
+    await sales.tick().catch((err: Error) => log.warn({ err: err.message }, 'could not prepare the sale yet'));
+    schedule();
+  });
+  app.addHook('onClose', async () => {
+    clearTimeout(timer);
+    timer = undefined;
+    await Promise.all([checkout.drain(), purchase.drain()]);
+    await redis.close().catch(() => {});
+    await db.close();
+  });
+
+  app.decorate('deps', { config, clock, metrics, db, redis, locks, ids, sales, checkout, purchase });
+  return app;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The service's parts, for tests and tools that drive them directly. */
+    deps: Deps;
+  }
+}
+
+export interface Deps {
+  config: Config;
+  clock: Clock;
+  metrics: ReturnType<typeof createMetrics>;
+  db: ReturnType<typeof createDb>;
+  redis: ReturnType<typeof createRedis>;
+  locks: ReturnType<typeof createLocks>;
+  ids: ReturnType<typeof createIds>;
+  sales: ReturnType<typeof createSales>;
+  checkout: ReturnType<typeof createCheckout>;
+  purchase: ReturnType<typeof createPurchase>;
+}
+
+export type App = Awaited<ReturnType<typeof buildApp>>;

@@ -1,0 +1,94 @@
+/**
+ * All SQL goes through here: every query is timed into
+ * db_query_duration_seconds{query_type,table} and failures are counted.
+ * Every statement is parameterised; no caller builds SQL from input.
+ */
+import pg from 'pg';
+
+import type { Config } from '../config.js';
+import { unavailable } from '../errors.js';
+import type { Metrics } from '../metrics/metrics.js';
+
+export type QueryType = 'select' | 'insert' | 'update' | 'delete' | 'ddl';
+
+export function createDb(config: Config, metrics: Metrics) {
+  const pool = new pg.Pool({
+    connectionString: config.DATABASE_URL,
+    max: config.DB_POOL_SIZE,
+    // A dead server must give a fast error, not a hung request.
+    connectionTimeoutMillis: config.DEPENDENCY_TIMEOUT_MS,
+    query_timeout: config.DEPENDENCY_TIMEOUT_MS * 5,
+    idleTimeoutMillis: 30_000,
+    application_name: 'flashsale',
+  });
+  // An idle client losing its server emits here; the next query reconnects.
+  pool.on('error', () => {});
+  metrics.sources.pool = () => ({
+    total: pool.totalCount,
+    idle: pool.idleCount,
+    waiting: pool.waitingCount,
+    max: config.DB_POOL_SIZE,
+  });
+
+  type Runner = Pick<pg.Pool, 'query'>;
+  const timedOn =
+    (runner: Runner) =>
+    async <R extends pg.QueryResultRow = Record<string, unknown>>(
+      queryType: QueryType,
+      table: string,
+      text: string,
+      values: unknown[] = [],
+    ): Promise<pg.QueryResult<R>> => {
+      const end = metrics.dbQueryDuration.startTimer({ query_type: queryType, table });
+      try {
+        return await runner.query<R>(text, values);
+      } catch (err) {
+        metrics.dbQueryErrors.inc({ query_type: queryType, table });
+        throw serverDown(err) ? unavailable('database') : err;
+      } finally {
+        end();
+      }
+    };
+  const query = timedOn(pool);
+
+  /** Runs fn in one transaction on one connection; its queries are timed too. */
+  async function transaction<T>(fn: (q: typeof query) => Promise<T>): Promise<T> {
+    const conn = await pool.connect().catch(() => {
+      throw unavailable('database');
+    });
+    try {
+      await conn.query('BEGIN');
+      const result = await fn(timedOn(conn));
+      await conn.query('COMMIT');
+      conn.release();
+      return result;
+    } catch (err) {
+      await conn.query('ROLLBACK').catch(() => {});
+      conn.release(err instanceof Error ? err : undefined);
+      throw err;
+    }
+  }
+
+  async function ping(timeoutMs: number): Promise<boolean> {
+    const timeout = new Promise<false>((resolve) => setTimeout(resolve, timeoutMs, false).unref());
+    const probe = query('select', 'none', 'SELECT 1').then(
+      () => true,
+      () => false,
+    );
+    return Promise.race([probe, timeout]);
+  }
+
+  return { query, transaction, ping, close: () => pool.end() };
+}
+
+export type Db = ReturnType<typeof createDb>;
+
+/**
+ * A failure that says the server is unreachable, shutting down or out of
+ * connections (SQLSTATE classes 08, 53 and 57, or no SQLSTATE at all: a socket
+ * error or timeout), as opposed to a statement PostgreSQL refused.
+ */
+function serverDown(err: unknown): boolean {
+  const sqlState = (err as { code?: unknown }).code;
+  return typeof sqlState !== 'string' || !/^[0-9A-Z]{5}$/.test(sqlState) || /^(08|53|57)/.test(sqlState);
+}

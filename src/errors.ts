@@ -1,0 +1,49 @@
+/**
+ * The one error catalogue: every code the API can answer with, its HTTP status,
+ * and how its message is written. Routes throw AppError; http/errors.ts renders
+ * it as {"error":{"code","message"}}; metrics use the code as the `reason` label.
+ */
+const catalogue = {
+  INVALID_REQUEST: { status: 400, message: (detail: string) => detail },
+  NOT_FOUND: { status: 404, message: (path: string) => `no route for ${path}` },
+  ITEM_NOT_FOUND: { status: 404, message: (id: string) => `item ${id} is not an item of the active sale` },
+  CODE_NOT_FOUND: { status: 404, message: () => 'checkout code not found' },
+  SALE_NOT_FOUND: { status: 404, message: (id: string) => `sale ${id} not found` },
+  METHOD_NOT_ALLOWED: { status: 405, message: (method: string) => `method ${method} is not allowed here` },
+  ITEM_SOLD: { status: 409, message: (id: string) => `item ${id} is already sold` },
+  USER_LIMIT_REACHED: {
+    status: 409,
+    message: (limit: string) => `user has reached the limit of ${limit} items in this sale`,
+  },
+  SALE_ENDED: { status: 410, message: (id: string) => `sale ${id} has ended` },
+  PAYLOAD_TOO_LARGE: { status: 413, message: () => 'request is too large' },
+  RATE_LIMITED: { status: 429, message: () => 'too many requests, retry later' },
+  INTERNAL: { status: 500, message: () => 'internal error' },
+  UNAVAILABLE: { status: 503, message: (what: string) => `${what} is unavailable, retry later` },
+} as const satisfies Record<string, { status: number; message: (detail: string) => string }>;
+
+export type ErrorCode = keyof typeof catalogue;
+export const errorCodes = Object.keys(catalogue) as ErrorCode[];
+
+export class AppError extends Error {
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    detail = '',
+    /** Seconds a client should wait before retrying (429 and 503). */
+    readonly retryAfter?: number,
+    readonly field?: string,
+  ) {
+    super(catalogue[code].message(detail));
+    this.status = catalogue[code].status;
+  }
+}
+
+export function invalid(field: string, why: string): AppError {
+  return new AppError('INVALID_REQUEST', `${field} ${why}`, undefined, field);
+}
+
+export function unavailable(what: string, retryAfter = 1): AppError {
+  return new AppError('UNAVAILABLE', what, retryAfter);
+}

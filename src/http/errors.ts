@@ -1,0 +1,58 @@
+/**
+ * The one place errors become responses: {"error":{"code","message"}} (plus
+ * "field" when one input is to blame), Retry-After on 429 and 503, 5xx
+ * messages masked and logged once, here. Also the 404 for unknown paths.
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+import { AppError } from '../errors.js';
+
+export const errorSchema = {
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } },
+      required: ['code', 'message'],
+    },
+  },
+  required: ['error'],
+} as const;
+
+/** Fastify's own errors (parsing, validation, limits) in the catalogue's terms. */
+function fromFastify(err: FastifyError, request: FastifyRequest): AppError {
+  if (err.validation) {
+    const first = err.validation[0];
+    const params = (first?.params ?? {}) as { missingProperty?: string };
+    const field = params.missingProperty ?? first?.instancePath.replace(/^\//, '') ?? 'request';
+    const schema = request.routeOptions.schema?.[err.validationContext ?? 'querystring'] as
+      | { properties?: Record<string, { description?: string }> }
+      | undefined;
+    const rule = schema?.properties?.[field]?.description;
+    const why = params.missingProperty ? 'is required' : `is invalid${rule ? `: ${rule}` : ''}`;
+    return new AppError('INVALID_REQUEST', `${field} ${why}`, undefined, field);
+  }
+  if (err.statusCode === 413) return new AppError('PAYLOAD_TOO_LARGE');
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+    return new AppError('INVALID_REQUEST', err.message.replace(/^FST_\w+: /, ''));
+  }
+  return new AppError('INTERNAL');
+}
+
+export function sendError(reply: FastifyReply, error: AppError) {
+  reply.request.outcome = error.code;
+  if (error.retryAfter !== undefined) reply.header('retry-after', String(error.retryAfter));
+  const body = { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) };
+  return reply.code(error.status).type('application/json').send({ error: body });
+}
+
+export function registerErrorHandling(app: FastifyInstance) {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const error = err instanceof AppError ? err : fromFastify(err, request);
+    if (error.status >= 500 && error.code === 'INTERNAL') request.log.error({ err }, 'request failed');
+    return sendError(reply, error);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, new AppError('NOT_FOUND', `${request.method} ${request.url.split('?')[0]!.slice(0, 200)}`)),
+  );
+}

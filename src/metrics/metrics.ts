@@ -1,0 +1,211 @@
+/**
+ * Every metric the service exports, in one explicit registry. Names, labels and
+ * buckets are the monitoring design's (shared/seeds/000_9e4bc4fece225d33.txt);
+ * the additions (failure counters, replays, drift, shedding) are documented in
+ * the README. Gauges that describe state are computed on scrape (collect()),
+ * never refreshed by timers.
+ */
+import { performance } from 'node:perf_hooks';
+import client from 'prom-client';
+
+import type { ErrorCode } from '../errors.js';
+
+const { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } = client;
+
+export const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+export const DB_QUERY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+export const REDIS_COMMAND_BUCKETS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+export const REDIS_LOCK_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/** The failure reasons each endpoint can count: a fixed set, never free text. */
+export const CHECKOUT_FAILURE_REASONS = [
+  'INVALID_REQUEST',
+  'ITEM_NOT_FOUND',
+  'ITEM_SOLD',
+  'USER_LIMIT_REACHED',
+  'RATE_LIMITED',
+  'PAYLOAD_TOO_LARGE',
+  'UNAVAILABLE',
+  'INTERNAL',
+] as const satisfies readonly ErrorCode[];
+export const PURCHASE_FAILURE_REASONS = [
+  'INVALID_REQUEST',
+  'CODE_NOT_FOUND',
+  'ITEM_SOLD',
+  'USER_LIMIT_REACHED',
+  'SALE_ENDED',
+  'RATE_LIMITED',
+  'PAYLOAD_TOO_LARGE',
+  'UNAVAILABLE',
+  'INTERNAL',
+] as const satisfies readonly ErrorCode[];
+
+/** Sources read on scrape; app.ts wires them once the pool and sales exist. */
+export interface ScrapeSources {
+  pool?: () => { total: number; idle: number; waiting: number; max: number };
+  activeSale?: () => Promise<{ total: number; sold: number } | undefined>;
+  inFlight?: () => number;
+  redisReady?: () => boolean;
+}
+
+export function createMetrics() {
+  const registry = new Registry();
+  const sources: ScrapeSources = {};
+  collectDefaultMetrics({ register: registry });
+
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Counter<L>({ name, help, labelNames, registers: [registry] });
+  const histogram = <L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
+    new Histogram<L>({ name, help, labelNames, buckets, registers: [registry] });
+  const gauge = (name: string, help: string, collect: (g: client.Gauge) => void | Promise<void>) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        return collect(this);
+      },
+    });
+
+  // prom-client's default buckets are the Go client's DefBuckets, as the seed asks.
+  const httpRequestDuration = histogram(
+    'http_request_duration_seconds',
+    'Duration of HTTP requests in seconds',
+    ['handler', 'method', 'status_code'],
+    HTTP_DURATION_BUCKETS,
+  );
+  const httpRequestsTotal = counter('http_requests_total', 'Total number of HTTP requests', [
+    'handler',
+    'method',
+    'status_code',
+  ]);
+
+  let saleSnapshot: Promise<{ total: number; sold: number } | undefined> | undefined;
+  // Both sale gauges read one snapshot per scrape.
+  const readSale = () => (saleSnapshot ??= (sources.activeSale?.() ?? Promise.resolve(undefined)).finally(() => {
+    setImmediate(() => (saleSnapshot = undefined));
+  }));
+  gauge('sale_items_total', 'Total number of items in sale', async (g) => {
+    const sale = await readSale().catch(() => undefined);
+    g.set(sale?.total ?? 0);
+  });
+  gauge('sale_items_sold', 'Number of items sold in sale', async (g) => {
+    const sale = await readSale().catch(() => undefined);
+    g.set(sale?.sold ?? 0);
+  });
+
+  const checkoutAttempts = counter('checkout_attempts_total', 'Total number of checkout attempts');
+  const checkoutSuccess = counter('checkout_success_total', 'Total number of successful checkouts');
+  const checkoutFailure = counter('checkout_failure_total', 'Checkout attempts that failed, by error code', [
+    'reason',
+  ]);
+  const purchaseAttempts = counter('purchase_attempts_total', 'Total number of purchase attempts');
+  const purchaseSuccess = counter('purchase_success_total', 'Total number of successful purchases');
+  const purchaseFailure = counter('purchase_failure_total', 'Purchase attempts that failed, by error code', [
+    'reason',
+  ]);
+  const purchaseReplays = counter(
+    'purchase_replays_total',
+    'Purchases answered again for a code that had already bought (idempotent replay)',
+  );
+  // Zero-initialise every reason so rate() works from the first failure on.
+  for (const reason of CHECKOUT_FAILURE_REASONS) checkoutFailure.inc({ reason }, 0);
+  for (const reason of PURCHASE_FAILURE_REASONS) purchaseFailure.inc({ reason }, 0);
+
+  const dbQueryDuration = histogram(
+    'db_query_duration_seconds',
+    'Duration of database queries in seconds',
+    ['query_type', 'table'],
+    DB_QUERY_BUCKETS,
+  );
+  const dbQueryErrors = counter('db_query_errors_total', 'Database queries that failed', ['query_type', 'table']);
+  gauge('db_connections_active', 'Database connections in use', (g) => {
+    const pool = sources.pool?.();
+    g.set(pool ? pool.total - pool.idle : 0);
+  });
+  gauge('db_connections_idle', 'Idle database connections', (g) => g.set(sources.pool?.().idle ?? 0));
+  gauge('db_connections_waiting', 'Queries waiting for a database connection', (g) =>
+    g.set(sources.pool?.().waiting ?? 0),
+  );
+  gauge('db_connections_max', 'Configured size of the database pool', (g) => g.set(sources.pool?.().max ?? 0));
+
+  const redisCommandDuration = histogram(
+    'redis_command_duration_seconds',
+    'Duration of Redis commands in seconds',
+    ['command'],
+    REDIS_COMMAND_BUCKETS,
+  );
+  const redisCommandErrors = counter('redis_command_errors_total', 'Redis commands that failed', ['command']);
+  gauge('redis_up', 'Whether the Redis connection is ready (1) or not (0)', (g) =>
+    g.set(sources.redisReady?.() ? 1 : 0),
+  );
+  const redisLockAttempts = counter('redis_lock_attempts_total', 'Total number of distributed lock attempts', [
+    'lock_type',
+  ]);
+  const redisLockSuccess = counter('redis_lock_success_total', 'Distributed locks acquired', ['lock_type']);
+  const redisLockFailure = counter('redis_lock_failure_total', 'Distributed lock attempts that failed', [
+    'lock_type',
+    'reason',
+  ]);
+  const redisLockDuration = histogram(
+    'redis_lock_duration_seconds',
+    'Duration of lock hold time in seconds',
+    ['lock_type'],
+    REDIS_LOCK_BUCKETS,
+  );
+
+  const shedTotal = counter('http_requests_shed_total', 'Requests refused before any work, by why', ['reason']);
+  gauge('http_requests_in_flight', 'Requests being served right now', (g) => g.set(sources.inFlight?.() ?? 0));
+  const reconcileDrift = new Gauge({
+    name: 'sale_reconcile_drift_items',
+    help: 'Differences between Redis and PostgreSQL found by the last reconciliation of the active sale',
+    labelNames: ['kind'],
+    registers: [registry],
+  });
+  const reconcileRuns = counter('sale_reconcile_runs_total', 'Reconciliations of the active sale, by outcome', [
+    'outcome',
+  ]);
+  const saleCreation = histogram(
+    'sale_creation_duration_seconds',
+    'Time to create a sale with all its items',
+    [],
+    DB_QUERY_BUCKETS,
+  );
+
+  // Node's saturation: prom-client's defaults carry event-loop lag, GC, heap and
+  // active handles; utilisation is the one they lack.
+  let lastElu = performance.eventLoopUtilization();
+  gauge('nodejs_eventloop_utilization_ratio', 'Share of time the event loop was busy since the last scrape', (g) => {
+    const now = performance.eventLoopUtilization();
+    g.set(performance.eventLoopUtilization(now, lastElu).utilization);
+    lastElu = now;
+  });
+
+  return {
+    registry,
+    sources,
+    httpRequestDuration,
+    httpRequestsTotal,
+    checkoutAttempts,
+    checkoutSuccess,
+    checkoutFailure,
+    purchaseAttempts,
+    purchaseSuccess,
+    purchaseFailure,
+    purchaseReplays,
+    dbQueryDuration,
+    dbQueryErrors,
+    redisCommandDuration,
+    redisCommandErrors,
+    redisLockAttempts,
+    redisLockSuccess,
+    redisLockFailure,
+    redisLockDuration,
+    shedTotal,
+    reconcileDrift,
+    reconcileRuns,
+    saleCreation,
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

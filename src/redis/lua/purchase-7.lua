@@ -1,0 +1,55 @@
+--[[
+  Purchase: take the code's lock, then reserve the item and the user's lowest
+  free slot atomically. PostgreSQL confirms the reservation afterwards; if it
+  cannot, release-3.lua undoes it. A reservation already held by this code
+  (a replay, or an earlier attempt that crashed) is returned as it is, so
+  confirming it is idempotent.
+
+  KEYS[1] ready  KEYS[2] owners  KEYS[3] sold  KEYS[4] users (see checkout-7.lua)
+  KEYS[5] lock   the code's purchase lock (string: owner token)
+  KEYS[6] code bucket, KEYS[7] ip bucket (token buckets)
+  ARGV[1] code  ARGV[2] user limit  ARGV[3] lock token  ARGV[4] lock ttl (ms)
+  ARGV[5] now (ms)  ARGV[6] code rate/s  ARGV[7] code burst  ARGV[8] ip rate/s  ARGV[9] ip burst
+
+  Returns {0, user, index, slot, purchased_at_ms} reserved, lock held
+  | {-1} not ready | {1} CODE_NOT_FOUND | {2} lock held by another request
+  | {3, index} ITEM_SOLD | {4} USER_LIMIT_REACHED | {5, retry_ms} RATE_LIMITED
+]]
+--@include bucket.lua
+
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local now = tonumber(ARGV[5])
+local wait = take(KEYS[7], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
+if wait == 0 then wait = take(KEYS[6], tonumber(ARGV[6]), tonumber(ARGV[7]), now) end
+if wait > 0 then return {5, wait} end
+
+local code = ARGV[1]
+local owner = redis.call('HGET', KEYS[2], code)
+if not owner then return {1} end
+if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[4]) then return {2} end
+
+local sep = string.find(owner, '|', 1, true)
+local user, index = string.sub(owner, 1, sep - 1), string.sub(owner, sep + 1)
+local sold = redis.call('HGET', KEYS[3], index)
+if sold then
+  local c, slot, at = string.match(sold, '^([^|]+)|([^|]+)|([^|]+)$')
+  if c == code then return {0, user, index, tonumber(slot), tonumber(at)} end
+  redis.call('DEL', KEYS[5])
+  return {3, index}
+end
+local limit = tonumber(ARGV[2])
+if (tonumber(redis.call('HGET', KEYS[4], user)) or 0) >= limit then
+  redis.call('DEL', KEYS[5])
+  return {4}
+end
+for slot = 1, limit do
+  if redis.call('HSETNX', KEYS[4], user .. '|' .. slot, index) == 1 then
+    redis.call('HINCRBY', KEYS[4], user, 1)
+    redis.call('HSET', KEYS[3], index, code .. '|' .. slot .. '|' .. now)
+    return {0, user, index, slot, now}
+  end
+end
+-- The count said there was room but every slot is taken: the count drifted.
+redis.call('HSET', KEYS[4], user, limit)
+redis.call('DEL', KEYS[5])
+return {4}

@@ -1,0 +1,97 @@
+/**
+ * The Redis connection. Every command and script goes through `command` or
+ * `script`, which time it into redis_command_duration_seconds{command} and
+ * count failures. The offline queue is off and every command has a timeout, so
+ * while Redis is down a request fails fast instead of queueing behind it.
+ */
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+
+import { createClient, ErrorReply } from 'redis';
+
+import type { Config } from '../config.js';
+import { unavailable } from '../errors.js';
+import type { Metrics } from '../metrics/metrics.js';
+
+const LUA_DIR = new URL('./lua/', import.meta.url);
+
+/**
+ * Scripts are files named <name>-<number of keys>.lua. `--@include f.lua`
+ * inlines a shared helper. EVALSHA names a script by the hash of its text, so
+ * two deployed versions can never run each other's script.
+ */
+function loadScripts() {
+  const read = (file: string) => readFileSync(new URL(file, LUA_DIR), 'utf8');
+  const scripts = new Map<string, { source: string; sha: string; keys: number }>();
+  for (const file of readdirSync(LUA_DIR)) {
+    const match = /^([a-z]+)-(\d+)\.lua$/.exec(file);
+    if (!match) continue;
+    const source = read(file).replace(/^--@include (\S+)$/gm, (_, inc: string) => read(inc));
+    scripts.set(match[1]!, { source, sha: createHash('sha1').update(source).digest('hex'), keys: Number(match[2]) });
+  }
+  return scripts;
+}
+
+export type ScriptName = 'checkout' | 'purchase' | 'release' | 'unlock' | 'sync';
+
+export function createRedis(config: Config, metrics: Metrics, onError: (err: Error) => void) {
+  const scripts = loadScripts();
+  const client = createClient({
+    url: config.REDIS_URL,
+    disableOfflineQueue: true,
+    socket: {
+      connectTimeout: config.DEPENDENCY_TIMEOUT_MS,
+      // Reconnect forever, backing off to at most one attempt a second.
+      reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 1000),
+    },
+  });
+  client.on('error', onError);
+  metrics.sources.redisReady = () => client.isReady;
+  const options = { timeout: config.DEPENDENCY_TIMEOUT_MS };
+
+  async function command<T>(name: string, args: string[]): Promise<T> {
+    const end = metrics.redisCommandDuration.startTimer({ command: name });
+    try {
+      return (await client.sendCommand(args, options)) as T;
+    } catch (err) {
+      metrics.redisCommandErrors.inc({ command: name });
+      throw serverDown(err) ? unavailable('redis') : err;
+    } finally {
+      end();
+    }
+  }
+
+  async function script<T>(name: ScriptName, keys: string[], args: (string | number)[]): Promise<T> {
+    const s = scripts.get(name);
+    if (!s || s.keys !== keys.length) throw new Error(`script ${name} takes ${s?.keys} keys, got ${keys.length}`);
+    const argv = [String(keys.length), ...keys, ...args.map(String)];
+    try {
+      return await command<T>(name, ['EVALSHA', s.sha, ...argv]);
+    } catch (err) {
+      // First use on this server (or after a restart or SCRIPT FLUSH): EVAL loads it.
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return command<T>(name, ['EVAL', s.source, ...argv]);
+    }
+  }
+
+  return {
+    client,
+    command,
+    script,
+    isReady: () => client.isReady,
+    connect: () => client.connect(),
+    close: () => (client.isOpen ? client.close() : Promise.resolve()),
+  };
+}
+
+export type Redis = ReturnType<typeof createRedis>;
+
+/**
+ * Connection errors and timeouts, and the replies a server gives while it
+ * cannot serve (loading its data set, busy script, cluster down), mean Redis
+ * is unavailable; any other error reply is a bug in the caller or a script.
+ */
+function serverDown(err: unknown): boolean {
+  if (!(err instanceof ErrorReply)) return true;
+  return /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)/.test(err.message);
+}
