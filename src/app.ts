@@ -99,14 +99,15 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   app.get('/openapi.json', { config: { name: 'openapi' }, schema: { hide: true } }, async () => app.swagger());
 
   await app.after();
-  for (const [url, methods] of [...allowed]) {
+  for (const [url, registered] of [...allowed]) {
+    const methods = [...registered]; // a copy: the 405 route below is reported to onRoute too
     app.route({
-      method: METHODS.filter((m) => !methods.has(m)),
+      method: METHODS.filter((m) => !methods.includes(m)),
       url,
       config: { name: 'method_not_allowed' },
       schema: { hide: true },
       handler: (request, reply) =>
-        sendError(reply.header('allow', [...methods].join(', ')), new AppError('METHOD_NOT_ALLOWED', request.method)),
+        sendError(reply.header('allow', methods.join(', ')), new AppError('METHOD_NOT_ALLOWED', request.method)),
     });
   }
 
