@@ -67,6 +67,8 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const sales = createSales({ config, db, redis, locks, ids, clock, metrics, log });
   const checkout = createCheckout({ config, db, redis, ids, sales, clock });
   const purchase = createPurchase({ config, db, redis, locks, ids, sales, clock });
+  metrics.sources.configuredItems = config.SALE_ITEMS;
+  metrics.sources.dbUp = () => db.ping(config.DEPENDENCY_TIMEOUT_MS);
   metrics.sources.activeSale = async () => {
     const sale = await sales.info(ids.windowAt(clock.now()).id);
     return sale && { total: sale.total_items, sold: sale.items_sold };

@@ -6,6 +6,7 @@
  * never refreshed by timers.
  */
 import { performance } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
 import client from 'prom-client';
 
 import type { ErrorCode } from '../errors.js';
@@ -42,6 +43,8 @@ export const PURCHASE_FAILURE_REASONS = [
 
 /** Sources read on scrape; app.ts wires them once the pool and sales exist. */
 export interface ScrapeSources {
+  configuredItems?: number;
+  dbUp?: () => Promise<boolean>;
   pool?: () => { total: number; idle: number; waiting: number; max: number };
   activeSale?: () => Promise<{ total: number; sold: number } | undefined>;
   inFlight?: () => number;
@@ -94,6 +97,10 @@ export function createMetrics() {
     g.set(sale?.sold ?? 0);
   });
 
+  gauge('sale_items_configured', 'Items every sale should have (SALE_ITEMS)', (g) =>
+    g.set(sources.configuredItems ?? 0),
+  );
+
   const checkoutAttempts = counter('checkout_attempts_total', 'Total number of checkout attempts');
   const checkoutSuccess = counter('checkout_success_total', 'Total number of successful checkouts');
   const checkoutFailure = counter('checkout_failure_total', 'Checkout attempts that failed, by error code', [
@@ -119,6 +126,9 @@ export function createMetrics() {
     DB_QUERY_BUCKETS,
   );
   const dbQueryErrors = counter('db_query_errors_total', 'Database queries that failed', ['query_type', 'table']);
+  gauge('db_up', 'Whether PostgreSQL answered a probe during this scrape (1) or not (0)', async (g) =>
+    g.set((await sources.dbUp?.()) ? 1 : 0),
+  );
   gauge('db_connections_active', 'Database connections in use', (g) => {
     const pool = sources.pool?.();
     g.set(pool ? pool.total - pool.idle : 0);
@@ -172,6 +182,9 @@ export function createMetrics() {
     DB_QUERY_BUCKETS,
   );
 
+  gauge('nodejs_heap_size_limit_bytes', 'The V8 heap size limit, for a memory-usage ratio', (g) =>
+    g.set(getHeapStatistics().heap_size_limit),
+  );
   // Node's saturation: prom-client's defaults carry event-loop lag, GC, heap and
   // active handles; utilisation is the one they lack.
   let lastElu = performance.eventLoopUtilization();

@@ -1,0 +1,78 @@
+/**
+ * Test isolation by random names: each test file gets its own PostgreSQL
+ * database and its own Redis key prefix, on the real servers of this machine.
+ * Several apps built on one `TestEnv` are several instances of the service.
+ */
+import { randomBytes } from 'node:crypto';
+
+import pg from 'pg';
+import { createClient } from 'redis';
+
+import { buildApp, type App } from '../src/app.js';
+import type { Clock } from '../src/clock.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { migrate } from '../src/db/migrate.js';
+
+export const PG_URL = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export interface TestEnv {
+  env: Record<string, string>;
+  config: Config;
+  /** A pool on the test database, for asserting PostgreSQL's truth directly. */
+  pg: pg.Pool;
+  app(options?: { clock?: Clock; env?: Record<string, string> }): Promise<App>;
+  close(): Promise<void>;
+}
+
+export async function testEnv(overrides: Record<string, string> = {}): Promise<TestEnv> {
+  const name = `fs_test_${randomBytes(6).toString('hex')}`;
+  const env = {
+    DATABASE_URL: `${PG_URL}/${name}`,
+    REDIS_URL,
+    REDIS_PREFIX: `t${name.slice(8)}`,
+    SALE_ITEMS: '200',
+    SALE_DURATION: '3600',
+    USER_LIMIT: '10',
+    LOG_LEVEL: 'silent',
+    PORT: '0',
+    ...overrides,
+  };
+  const config = loadConfig(env);
+  await migrate(config.DATABASE_URL);
+  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 4 });
+  const apps: App[] = [];
+  return {
+    env,
+    config,
+    pg: pool,
+    async app(options = {}) {
+      const app = await buildApp({ config: loadConfig({ ...env, ...options.env }), clock: options.clock });
+      apps.push(app);
+      await app.ready();
+      return app;
+    },
+    async close() {
+      await Promise.all(apps.map((a) => a.close()));
+      await pool.end();
+      await deleteKeys(`${env.REDIS_PREFIX}:*`);
+      const admin = new pg.Client({ connectionString: `${PG_URL}/postgres` });
+      await admin.connect();
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    },
+  };
+}
+
+export async function deleteKeys(pattern: string, url = REDIS_URL): Promise<void> {
+  const client = await createClient({ url }).connect();
+  for await (const keys of client.scanIterator({ MATCH: pattern, COUNT: 1000 })) {
+    if (keys.length > 0) await client.unlink(keys);
+  }
+  await client.close();
+}
+
+/** Parses a JSON response body, keeping the test's type honest. */
+export function json<T = Record<string, unknown>>(res: { body: string }): T {
+  return JSON.parse(res.body) as T;
+}
