@@ -24,6 +24,7 @@ import { createLocks } from './redis/lock.js';
 import { createRedis } from './redis/redis.js';
 import { createIds } from './sale/ids.js';
 import { saleRoutes } from './sale/routes.js';
+import { createReconciler } from './sale/reconciler.js';
 import { createSales } from './sale/sales.js';
 
 export interface AppOptions {
@@ -67,6 +68,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const sales = createSales({ config, db, redis, locks, ids, clock, metrics, log });
   const checkout = createCheckout({ config, db, redis, ids, sales, clock });
   const purchase = createPurchase({ config, db, redis, locks, ids, sales, clock });
+  const reconciler = createReconciler({ config, db, redis, locks, ids, clock, metrics, log });
   metrics.sources.configuredItems = config.SALE_ITEMS;
   metrics.sources.dbUp = () => db.ping(config.DEPENDENCY_TIMEOUT_MS);
   metrics.sources.activeSale = async () => {
@@ -113,34 +115,39 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     });
   }
 
-  let timer: NodeJS.Timeout | undefined;
-  const tickMs = Math.min(1000, (config.SALE_DURATION * 1000) / 4);
-  const schedule = () => {
-    timer = setTimeout(() => {
-      sales
-        .tick()
-        .catch((err: Error) => log.warn({ err: err.message }, 'sale scheduler tick failed'))
-        .finally(() => timer && schedule());
-    }, tickMs);
+  // Background work: the sale scheduler, and the reconciler. Each reschedules
+  // itself after it finishes, so a slow pass never overlaps the next.
+  const timers = new Set<NodeJS.Timeout>();
+  let running = true;
+  const every = (ms: number, work: () => Promise<unknown>) => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      work().finally(() => running && every(ms, work));
+    }, ms);
+    timers.add(timer);
   };
+  const tick = () => sales.tick().catch((err: Error) => log.warn({ err: err.message }, 'could not prepare the sale yet'));
+
   app.addHook('onReady', async () => {
     redis.connect().catch(() => {}); // resolves once connected; retries by itself until then
     await new Promise((resolve) => {
       const wait = setTimeout(resolve, config.DEPENDENCY_TIMEOUT_MS);
       redis.client.once('ready', () => resolve(clearTimeout(wait)));
     });
-    await sales.tick().catch((err: Error) => log.warn({ err: err.message }, 'could not prepare the sale yet'));
-    schedule();
+    if (redis.isReady()) await checkEvictionPolicy(redis, config, log);
+    await tick();
+    every(Math.min(1000, (config.SALE_DURATION * 1000) / 4), tick);
+    every(config.RECONCILE_INTERVAL_MS, reconciler.run);
   });
   app.addHook('onClose', async () => {
-    clearTimeout(timer);
-    timer = undefined;
+    running = false;
+    for (const timer of timers) clearTimeout(timer);
     await Promise.all([checkout.drain(), purchase.drain()]);
     await redis.close().catch(() => {});
     await db.close();
   });
 
-  app.decorate('deps', { config, clock, metrics, db, redis, locks, ids, sales, checkout, purchase });
+  app.decorate('deps', { config, clock, metrics, db, redis, locks, ids, sales, checkout, purchase, reconciler });
   return app;
 }
 
@@ -162,6 +169,27 @@ export interface Deps {
   sales: ReturnType<typeof createSales>;
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;
+  reconciler: ReturnType<typeof createReconciler>;
+}
+
+/**
+ * Redis holds authoritative counters (sold items, user slots, codes) between
+ * rebuilds: an eviction policy that may drop keys would silently lose them.
+ * REDIS_EVICTION_POLICY_CHECK decides whether that only warns or stops start-up.
+ */
+async function checkEvictionPolicy(redis: ReturnType<typeof createRedis>, config: Config, log: Logger) {
+  let policy: string | undefined;
+  try {
+    const reply = await redis.command<string[]>('config', ['CONFIG', 'GET', 'maxmemory-policy']);
+    policy = reply[1];
+  } catch {
+    log.warn('could not read Redis maxmemory-policy (CONFIG is disabled?); make sure it is noeviction');
+    return;
+  }
+  if (policy === 'noeviction') return;
+  const message = `Redis maxmemory-policy is "${policy}": keys holding sold items and user slots may be evicted; set it to noeviction`;
+  if (config.REDIS_EVICTION_POLICY_CHECK === 'refuse') throw new Error(message);
+  log.warn(message);
 }
 
 export type App = Awaited<ReturnType<typeof buildApp>>;

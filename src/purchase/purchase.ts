@@ -10,7 +10,7 @@ import { createBatcher } from '../db/batcher.js';
 import type { Db } from '../db/db.js';
 import { AppError, unavailable } from '../errors.js';
 import { saleKeys, type SaleKeys } from '../redis/keys.js';
-import type { Locks } from '../redis/lock.js';
+import { PURCHASE_LOCK_TTL_MS, type Locks } from '../redis/lock.js';
 import type { Redis } from '../redis/redis.js';
 import { imageUrl, itemName } from '../sale/catalog.js';
 import type { Ids } from '../sale/ids.js';
@@ -37,8 +37,6 @@ interface Row {
 
 type Reply = [0, string, string, number, number] | [-1] | [1] | [2] | [3, string] | [4] | [5, number];
 
-/** How long the purchase lock lives if its owner dies before releasing it. */
-const LOCK_TTL_MS = 3000;
 const LOCK_RETRY_MS = 20;
 const MAX_CONFLICT_RETRIES = 2;
 
@@ -197,7 +195,7 @@ export function createPurchase(deps: PurchaseDeps) {
           code,
           config.USER_LIMIT,
           token,
-          LOCK_TTL_MS,
+          PURCHASE_LOCK_TTL_MS,
           clock.now(),
           config.RATE_LIMIT_USER_PER_SEC,
           config.RATE_LIMIT_USER_BURST,

@@ -13,6 +13,7 @@ export function saleKeys(prefix: string, saleId: string) {
     codes: `${tag}:codes`,
     owners: `${tag}:owners`,
     rebuildLock: `${tag}:lock:rebuild`,
+    reconcileLock: `${tag}:lock:reconcile`,
     purchaseLock: (code: string) => `${tag}:lock:code:${code}`,
     userBucket: (userId: string) => `${tag}:rl:user:${userId}`,
     codeBucket: (code: string) => `${tag}:rl:code:${code}`,

@@ -10,6 +10,9 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Redis } from './redis.js';
 
 export type LockType = 'purchase' | 'rebuild' | 'reconcile';
+
+/** How long a purchase lock lives if its owner dies before releasing it. */
+export const PURCHASE_LOCK_TTL_MS = 3000;
 export type LockFailure = 'contended' | 'error';
 
 export function createLocks(redis: Redis, metrics: Metrics) {

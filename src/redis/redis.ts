@@ -32,7 +32,7 @@ function loadScripts() {
   return scripts;
 }
 
-export type ScriptName = 'checkout' | 'purchase' | 'release' | 'unlock' | 'sync';
+export type ScriptName = 'checkout' | 'purchase' | 'release' | 'unlock' | 'sync' | 'reclaim';
 
 export function createRedis(config: Config, metrics: Metrics, onError: (err: Error) => void) {
   const scripts = loadScripts();
