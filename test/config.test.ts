@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+
+import { ConfigError, loadConfig } from '../src/config.js';
+
+const server = new URL('../src/server.js', import.meta.url).pathname;
+
+describe('configuration', () => {
+  it('defaults point at PostgreSQL and Redis on localhost and an hourly sale of 10,000 items, 10 per user', () => {
+    const config = loadConfig({});
+    assert.equal(config.PORT, 8080);
+    assert.equal(config.DATABASE_URL, 'postgres://postgres@127.0.0.1:5432/flashsale');
+    assert.equal(config.REDIS_URL, 'redis://127.0.0.1:6379');
+    assert.equal(config.SALE_ITEMS, 10_000);
+    assert.equal(config.SALE_DURATION, 3600);
+    assert.equal(config.USER_LIMIT, 10);
+  });
+
+  for (const [name, value] of [
+    ['SALE_ITEMS', 'lots'],
+    ['SALE_DURATION', '0'],
+    ['USER_LIMIT', '-1'],
+    ['PORT', '70000'],
+    ['DATABASE_URL', 'mysql://x'],
+    ['REDIS_URL', 'not a url'],
+    ['LOG_LEVEL', 'loud'],
+    ['REDIS_PREFIX', 'a{b}'],
+  ] as const) {
+    it(`a bad ${name} stops start-up with one line naming it`, () => {
+      assert.throws(() => loadConfig({ [name]: value }), (err: Error) => err instanceof ConfigError && err.message.startsWith(name));
+      const run = spawnSync(process.execPath, [server], { env: { ...process.env, [name]: value }, encoding: 'utf8', timeout: 10_000 });
+      assert.equal(run.status, 1);
+      const lines = run.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `expected one line, got: ${run.stderr}`);
+      assert.match(lines[0]!, new RegExp(`^flashsale: invalid configuration: ${name} `));
+      assert.equal(run.stdout, '');
+    });
+  }
+});
