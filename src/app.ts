@@ -126,7 +126,8 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     }, ms);
     timers.add(timer);
   };
-  const tick = () => sales.tick().catch((err: Error) => log.warn({ err: err.message }, 'could not prepare the sale yet'));
+  const tick = () =>
+    sales.tick().catch((err: Error) => log.warn({ err: err.message }, 'could not prepare the sale yet'));
 
   app.addHook('onReady', async () => {
     redis.connect().catch(() => {}); // resolves once connected; retries by itself until then

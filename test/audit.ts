@@ -37,7 +37,13 @@ export async function auditSale(db: pg.Pool, saleId: string, userLimit: number, 
 }
 
 /** Buys every item PostgreSQL says is unsold, each by a fresh user: all must succeed. */
-export async function sweep(base: string, saleId: string, totalItems: number, itemId: (i: number) => string, sold: Set<string>) {
+export async function sweep(
+  base: string,
+  saleId: string,
+  totalItems: number,
+  itemId: (i: number) => string,
+  sold: Set<string>,
+) {
   const failures: string[] = [];
   await Promise.all(
     Array.from({ length: totalItems }, (_, i) => itemId(i))

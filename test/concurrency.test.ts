@@ -45,7 +45,9 @@ describe('stampede over two instances sharing PostgreSQL and Redis', () => {
         const userId = `buyer-${b}`;
         for (let attempt = 0; attempt < 6; attempt++) {
           // Half the wishes go to a few hot items, so buyers really collide.
-          const item = itemId(Math.random() < 0.5 ? Math.floor(Math.random() * HOT_ITEMS) : Math.floor(Math.random() * ITEMS));
+          const item = itemId(
+            Math.random() < 0.5 ? Math.floor(Math.random() * HOT_ITEMS) : Math.floor(Math.random() * ITEMS),
+          );
           const co = await fetch(`${pick(bases)}/checkout?user_id=${userId}&id=${item}`, { method: 'POST' });
           checkouts++;
           const text = await co.text();
@@ -54,9 +56,13 @@ describe('stampede over two instances sharing PostgreSQL and Redis', () => {
           const { code } = JSON.parse(text) as { code: string };
           // Some buyers double-click: two purchases of one code at once, on both instances.
           const tries = attempt % 3 === 0 ? bases : [pick(bases)];
-          const answers = await Promise.all(tries.map((base) => fetch(`${base}/purchase?code=${code}`, { method: 'POST' })));
+          const answers = await Promise.all(
+            tries.map((base) => fetch(`${base}/purchase?code=${code}`, { method: 'POST' })),
+          );
           const bodies = await Promise.all(answers.map((r) => r.text()));
-          answers.forEach((r, i) => assert.ok([200, 409].includes(r.status), `purchase answered ${r.status}: ${bodies[i]}`));
+          answers.forEach((r, i) =>
+            assert.ok([200, 409].includes(r.status), `purchase answered ${r.status}: ${bodies[i]}`),
+          );
           const ok = answers.filter((r) => r.status === 200);
           if (ok.length === 0) continue;
           assert.equal(new Set(bodies.filter((_, i) => answers[i]!.status === 200)).size, 1, 'a replay differed');
@@ -67,7 +73,10 @@ describe('stampede over two instances sharing PostgreSQL and Redis', () => {
 
     const { sold, byItem } = await auditSale(env.pg, saleId, USER_LIMIT, [...confirmed.values()]);
     assert.equal(sold, confirmed.size, 'PostgreSQL holds a purchase nobody was told about');
-    assert.ok(sold > HOT_ITEMS && sold < ITEMS, `the stampede sold ${sold} of ${ITEMS}: no contention, or nothing left to sweep`);
+    assert.ok(
+      sold > HOT_ITEMS && sold < ITEMS,
+      `the stampede sold ${sold} of ${ITEMS}: no contention, or nothing left to sweep`,
+    );
 
     // The API's counters agree with PostgreSQL's rows.
     assert.equal(await counter(apps, 'purchase_success_total'), sold);

@@ -28,8 +28,15 @@ describe('configuration', () => {
     ['REDIS_PREFIX', 'a{b}'],
   ] as const) {
     it(`a bad ${name} stops start-up with one line naming it`, () => {
-      assert.throws(() => loadConfig({ [name]: value }), (err: Error) => err instanceof ConfigError && err.message.startsWith(name));
-      const run = spawnSync(process.execPath, [server], { env: { ...process.env, [name]: value }, encoding: 'utf8', timeout: 10_000 });
+      assert.throws(
+        () => loadConfig({ [name]: value }),
+        (err: Error) => err instanceof ConfigError && err.message.startsWith(name),
+      );
+      const run = spawnSync(process.execPath, [server], {
+        env: { ...process.env, [name]: value },
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
       assert.equal(run.status, 1);
       const lines = run.stderr.trim().split('\n');
       assert.equal(lines.length, 1, `expected one line, got: ${run.stderr}`);

@@ -36,7 +36,7 @@ type Reply = [0, string] | [-1] | [1] | [2] | [3, number];
 export function createCheckout(deps: CheckoutDeps) {
   const { config, db, redis, ids, sales, clock } = deps;
 
-  const attempts = createBatcher<Attempt, void>(async (rows) => {
+  const attempts = createBatcher<Attempt, undefined>(async (rows) => {
     await db.query(
       'insert',
       'checkout_attempts',

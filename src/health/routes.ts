@@ -25,7 +25,10 @@ export function goDuration(ms: number): string {
   return `${h ? `${h}h` : ''}${h || m ? `${m}m` : ''}${Number(s.toFixed(3))}s`;
 }
 
-export function healthRoutes(app: FastifyInstance, deps: { db: Db; redis: Redis; metrics: Metrics; timeoutMs: number }) {
+export function healthRoutes(
+  app: FastifyInstance,
+  deps: { db: Db; redis: Redis; metrics: Metrics; timeoutMs: number },
+) {
   const { db, redis, metrics, timeoutMs } = deps;
   const redisUp = async () => {
     if (!redis.isReady()) return false;

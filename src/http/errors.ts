@@ -26,8 +26,7 @@ function fromFastify(err: FastifyError, request: FastifyRequest): AppError {
     const params = (first?.params ?? {}) as { missingProperty?: string };
     const field = params.missingProperty ?? first?.instancePath.replace(/^\//, '') ?? 'request';
     const schema = request.routeOptions.schema?.[err.validationContext ?? 'querystring'] as
-      | { properties?: Record<string, { description?: string }> }
-      | undefined;
+      { properties?: Record<string, { description?: string }> } | undefined;
     const rule = schema?.properties?.[field]?.description;
     const why = params.missingProperty ? 'is required' : `is invalid${rule ? `: ${rule}` : ''}`;
     return new AppError('INVALID_REQUEST', `${field} ${why}`, undefined, field);

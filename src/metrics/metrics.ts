@@ -85,9 +85,10 @@ export function createMetrics() {
 
   let saleSnapshot: Promise<{ total: number; sold: number } | undefined> | undefined;
   // Both sale gauges read one snapshot per scrape.
-  const readSale = () => (saleSnapshot ??= (sources.activeSale?.() ?? Promise.resolve(undefined)).finally(() => {
-    setImmediate(() => (saleSnapshot = undefined));
-  }));
+  const readSale = () =>
+    (saleSnapshot ??= (sources.activeSale?.() ?? Promise.resolve(undefined)).finally(() => {
+      setImmediate(() => (saleSnapshot = undefined));
+    }));
   gauge('sale_items_total', 'Total number of items in sale', async (g) => {
     const sale = await readSale().catch(() => undefined);
     g.set(sale?.total ?? 0);
@@ -103,14 +104,10 @@ export function createMetrics() {
 
   const checkoutAttempts = counter('checkout_attempts_total', 'Total number of checkout attempts');
   const checkoutSuccess = counter('checkout_success_total', 'Total number of successful checkouts');
-  const checkoutFailure = counter('checkout_failure_total', 'Checkout attempts that failed, by error code', [
-    'reason',
-  ]);
+  const checkoutFailure = counter('checkout_failure_total', 'Checkout attempts that failed, by error code', ['reason']);
   const purchaseAttempts = counter('purchase_attempts_total', 'Total number of purchase attempts');
   const purchaseSuccess = counter('purchase_success_total', 'Total number of successful purchases');
-  const purchaseFailure = counter('purchase_failure_total', 'Purchase attempts that failed, by error code', [
-    'reason',
-  ]);
+  const purchaseFailure = counter('purchase_failure_total', 'Purchase attempts that failed, by error code', ['reason']);
   const purchaseReplays = counter(
     'purchase_replays_total',
     'Purchases answered again for a code that had already bought (idempotent replay)',

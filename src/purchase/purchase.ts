@@ -152,13 +152,11 @@ export function createPurchase(deps: PurchaseDeps) {
       // Not confirmed, so not sold: give the item and the slot back.
       held();
       await redis
-        .script('release', [keys.sold, keys.users, keys.purchaseLock(row.code)], [
-          row.code,
-          row.userId,
-          ids.parseItemId(row.itemId).index,
-          row.slot,
-          token,
-        ])
+        .script(
+          'release',
+          [keys.sold, keys.users, keys.purchaseLock(row.code)],
+          [row.code, row.userId, ids.parseItemId(row.itemId).index, row.slot, token],
+        )
         .catch(() => {}); // Redis down too: the reconciler releases it later.
       throw err;
     }
@@ -187,10 +185,18 @@ export function createPurchase(deps: PurchaseDeps) {
     const deadline = Date.now() + config.DEPENDENCY_TIMEOUT_MS;
     let rebuilt = false;
     let adopted = false;
-    for (let conflicts = 0; ; ) {
+    for (let conflicts = 0; ;) {
       const reply = await redis.script<Reply>(
         'purchase',
-        [keys.ready, keys.owners, keys.sold, keys.users, keys.purchaseLock(code), keys.codeBucket(code), keys.ipBucket(ip)],
+        [
+          keys.ready,
+          keys.owners,
+          keys.sold,
+          keys.users,
+          keys.purchaseLock(code),
+          keys.codeBucket(code),
+          keys.ipBucket(ip),
+        ],
         [
           code,
           config.USER_LIMIT,

@@ -6,13 +6,49 @@
 import { createHash } from 'node:crypto';
 
 const ADJECTIVES = [
-  'Amber', 'Bold', 'Brisk', 'Calm', 'Crimson', 'Dapper', 'Electric', 'Fuzzy', 'Golden', 'Humble',
-  'Icy', 'Jolly', 'Lucky', 'Mellow', 'Nimble', 'Quiet', 'Rapid', 'Silver', 'Sunny', 'Velvet',
+  'Amber',
+  'Bold',
+  'Brisk',
+  'Calm',
+  'Crimson',
+  'Dapper',
+  'Electric',
+  'Fuzzy',
+  'Golden',
+  'Humble',
+  'Icy',
+  'Jolly',
+  'Lucky',
+  'Mellow',
+  'Nimble',
+  'Quiet',
+  'Rapid',
+  'Silver',
+  'Sunny',
+  'Velvet',
 ];
 const MATERIALS = ['Bamboo', 'Canvas', 'Ceramic', 'Copper', 'Cotton', 'Glass', 'Leather', 'Linen', 'Oak', 'Steel'];
 const THINGS = [
-  'Backpack', 'Bottle', 'Candle', 'Clock', 'Headphones', 'Kettle', 'Lamp', 'Mug', 'Notebook', 'Pillow',
-  'Scarf', 'Sneakers', 'Speaker', 'Teapot', 'Umbrella', 'Wallet', 'Watch', 'Backgammon', 'Bicycle', 'Camera',
+  'Backpack',
+  'Bottle',
+  'Candle',
+  'Clock',
+  'Headphones',
+  'Kettle',
+  'Lamp',
+  'Mug',
+  'Notebook',
+  'Pillow',
+  'Scarf',
+  'Sneakers',
+  'Speaker',
+  'Teapot',
+  'Umbrella',
+  'Wallet',
+  'Watch',
+  'Backgammon',
+  'Bicycle',
+  'Camera',
 ];
 
 function digest(itemId: string): Buffer {

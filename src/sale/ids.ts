@@ -45,7 +45,14 @@ export function createIds(saleDurationSec: number, saleItems: number) {
   function windowOf(saleId: string): SaleWindow | undefined {
     if (!new RegExp(`^${saleIdPattern}$`).test(saleId)) return undefined;
     const d = saleId.padEnd(14, '0');
-    const startsAt = Date.UTC(+d.slice(0, 4), +d.slice(4, 6) - 1, +d.slice(6, 8), +d.slice(8, 10), +d.slice(10, 12), +d.slice(12, 14));
+    const startsAt = Date.UTC(
+      +d.slice(0, 4),
+      +d.slice(4, 6) - 1,
+      +d.slice(6, 8),
+      +d.slice(8, 10),
+      +d.slice(10, 12),
+      +d.slice(12, 14),
+    );
     const window = windowAt(startsAt);
     return window.id === saleId ? window : undefined;
   }

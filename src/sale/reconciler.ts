@@ -102,7 +102,11 @@ export function createReconciler(deps: ReconcilerDeps) {
   async function run(): Promise<void> {
     const saleId = ids.windowAt(clock.now()).id;
     try {
-      const taken = await locks.acquire('reconcile', saleKeys(config.REDIS_PREFIX, saleId).reconcileLock, config.RECONCILE_INTERVAL_MS);
+      const taken = await locks.acquire(
+        'reconcile',
+        saleKeys(config.REDIS_PREFIX, saleId).reconcileLock,
+        config.RECONCILE_INTERVAL_MS,
+      );
       if (!taken) return;
       const drift = await reconcile(saleId);
       metrics.reconcileDrift.set({ kind: 'missing_in_redis' }, drift.missing);

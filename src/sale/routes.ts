@@ -49,7 +49,12 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales;
       params: SaleParams,
       querystring: Type.Object({
         offset: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 0, description: 'must be an integer >= 0' }),
-        limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'must be an integer from 1 to 1000' }),
+        limit: Type.Integer({
+          minimum: 1,
+          maximum: 1000,
+          default: 100,
+          description: 'must be an integer from 1 to 1000',
+        }),
       }),
       response: {
         200: Type.Object({

@@ -57,12 +57,10 @@ export function createSales(deps: SaleDeps) {
          SELECT id, $1, ord - 1, name FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(id, name, ord)`,
         [sale.id, itemIds, itemIds.map(itemName)],
       );
-      await q(
-        'insert',
-        'user_slots',
-        'INSERT INTO user_slots (sale_id, slot) SELECT $1, generate_series(1, $2::int)',
-        [sale.id, config.USER_LIMIT],
-      );
+      await q('insert', 'user_slots', 'INSERT INTO user_slots (sale_id, slot) SELECT $1, generate_series(1, $2::int)', [
+        sale.id,
+        config.USER_LIMIT,
+      ]);
       return true;
     });
     if (created) {
