@@ -67,6 +67,8 @@ const schema = {
     default: 'info',
   },
   DB_POOL_SIZE: { parse: integer(1, 200), default: '16' },
+  /** Service processes sharing the port (node:cluster); each has its own pools. */
+  WORKERS: { parse: integer(1, 64), default: '1' },
   /** Upper bound on one Redis command or PostgreSQL query before it counts as down. */
   DEPENDENCY_TIMEOUT_MS: { parse: integer(50, 60_000), default: '1000' },
   /** Requests in flight per instance before new ones are shed with 503. */

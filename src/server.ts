@@ -1,8 +1,12 @@
 /**
  * The process: reads the environment, migrates, builds the app, listens, and
  * drains on SIGTERM/SIGINT (stop accepting, finish in-flight requests, flush
- * the write queues, close the pools, exit 0).
+ * the write queues, close the pools, exit 0). With WORKERS=N, this process
+ * migrates, then forks N workers (node:cluster) that share the port, passes
+ * the signal on, and exits once they all have.
  */
+import cluster from 'node:cluster';
+
 import { pino } from 'pino';
 
 import { buildApp, describeUrl } from './app.js';
@@ -35,16 +39,22 @@ async function main() {
     process.exit(1);
   }
   const log = pino({ level: config.LOG_LEVEL });
-  await migrateWhenReachable(config, log);
+  if (cluster.isPrimary) await migrateWhenReachable(config, log);
+  if (cluster.isPrimary && config.WORKERS > 1) return supervise(config.WORKERS, log);
+
   const app = await buildApp({ config, logger: log });
   await app.listen({ port: config.PORT, host: config.HOST });
+  onSignal(log, () => app.close());
+}
 
+/** Runs `stop` on the first SIGTERM or SIGINT, then exits 0 (or 1 if it failed). */
+function onSignal(log: pino.Logger, stop: () => Promise<unknown>) {
   let stopping = false;
-  const stop = (signal: string) => {
+  const handle = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'draining');
-    app.close().then(
+    stop().then(
       () => {
         log.info('stopped');
         process.exit(0);
@@ -55,8 +65,27 @@ async function main() {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => handle('SIGTERM'));
+  process.on('SIGINT', () => handle('SIGINT'));
+}
+
+function supervise(workers: number, log: pino.Logger) {
+  let stopping = false;
+  for (let i = 0; i < workers; i++) cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    // A worker that dies is replaced; PostgreSQL and the reconciler make that safe.
+    log.error({ pid: worker.process.pid, code, signal }, 'worker died, starting another');
+    cluster.fork();
+  });
+  onSignal(log, async () => {
+    stopping = true;
+    const exits = Object.values(cluster.workers ?? {}).map(
+      (w) => new Promise((resolve) => (w!.isDead() ? resolve(undefined) : w!.once('exit', resolve))),
+    );
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    await Promise.all(exits);
+  });
 }
 
 await main();
