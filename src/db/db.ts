@@ -17,7 +17,7 @@ export function createDb(config: Config, metrics: Metrics) {
     max: config.DB_POOL_SIZE,
     // A dead server must give a fast error, not a hung request.
     connectionTimeoutMillis: config.DEPENDENCY_TIMEOUT_MS,
-    query_timeout: config.DEPENDENCY_TIMEOUT_MS * 5,
+    query_timeout: config.DEPENDENCY_TIMEOUT_MS * 2,
     idleTimeoutMillis: 30_000,
     application_name: 'flashsale',
   });

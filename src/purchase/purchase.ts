@@ -35,7 +35,7 @@ interface Row {
   at: number;
 }
 
-type Reply = [0, string, string, number, number] | [-1] | [1] | [2] | [3, string] | [4] | [5, number];
+type Reply = [0, string, string, number, number, 0 | 1] | [-1] | [1] | [2] | [3, string] | [4] | [5, number];
 
 const LOCK_RETRY_MS = 20;
 const MAX_CONFLICT_RETRIES = 2;
@@ -138,26 +138,32 @@ export function createPurchase(deps: PurchaseDeps) {
     return 'retry';
   }
 
-  /** Confirms a reservation in PostgreSQL; the lock (token) is released on every path. */
-  async function confirm(keys: SaleKeys, row: Row, token: string) {
+  /**
+   * Confirms a reservation in PostgreSQL; the lock (token) is released on every
+   * path. If PostgreSQL cannot confirm, a reservation this request made is
+   * given back; an older one (possibly a confirmed purchase being replayed) is
+   * left for the reconciler, which checks PostgreSQL before reclaiming it.
+   */
+  async function confirm(keys: SaleKeys, row: Row, token: string, fresh: boolean) {
     const held = locks.record.acquired('purchase');
+    const lock = keys.purchaseLock(row.code);
     const unlock = () => {
       held();
-      return redis.script('unlock', [keys.purchaseLock(row.code)], [token]);
+      return redis.script('unlock', [lock], [token]);
     };
     let inserted: boolean;
     try {
       inserted = await writer.add(row);
     } catch (err) {
-      // Not confirmed, so not sold: give the item and the slot back.
       held();
-      await redis
-        .script(
-          'release',
-          [keys.sold, keys.users, keys.purchaseLock(row.code)],
-          [row.code, row.userId, ids.parseItemId(row.itemId).index, row.slot, token],
-        )
-        .catch(() => {}); // Redis down too: the reconciler releases it later.
+      const undo = fresh
+        ? redis.script(
+            'release',
+            [keys.sold, keys.users, lock],
+            [row.code, row.userId, ids.parseItemId(row.itemId).index, row.slot, token],
+          )
+        : redis.script('unlock', [lock], [token]);
+      await undo.catch(() => {}); // Redis down too: the lock expires and the reconciler reclaims.
       throw err;
     }
     try {
@@ -212,9 +218,9 @@ export function createPurchase(deps: PurchaseDeps) {
       if (reply[0] !== -1 && reply[0] !== 1 && reply[0] !== 5) locks.record.attempt('purchase');
       switch (reply[0]) {
         case 0: {
-          const [, userId, index, slot, at] = reply;
+          const [, userId, index, slot, at, fresh] = reply;
           const row = { saleId, itemId: ids.itemId(saleId, Number(index)), userId, slot, code, at };
-          const result = await confirm(keys, row, token);
+          const result = await confirm(keys, row, token, fresh === 1);
           if (result) return result;
           if (++conflicts > MAX_CONFLICT_RETRIES) throw unavailable('purchase (conflicting state)');
           continue;

@@ -11,7 +11,8 @@
   ARGV[1] code  ARGV[2] user limit  ARGV[3] lock token  ARGV[4] lock ttl (ms)
   ARGV[5] now (ms)  ARGV[6] code rate/s  ARGV[7] code burst  ARGV[8] ip rate/s  ARGV[9] ip burst
 
-  Returns {0, user, index, slot, purchased_at_ms} reserved, lock held
+  Returns {0, user, index, slot, purchased_at_ms, fresh} reserved, lock held
+  (fresh = 1 when reserved by this call, 0 when the code already held it)
   | {-1} not ready | {1} CODE_NOT_FOUND | {2} lock held by another request
   | {3, index} ITEM_SOLD | {4} USER_LIMIT_REACHED | {5, retry_ms} RATE_LIMITED
 ]]
@@ -33,7 +34,7 @@ local user, index = string.sub(owner, 1, sep - 1), string.sub(owner, sep + 1)
 local sold = redis.call('HGET', KEYS[3], index)
 if sold then
   local c, slot, at = string.match(sold, '^([^|]+)|([^|]+)|([^|]+)$')
-  if c == code then return {0, user, index, tonumber(slot), tonumber(at)} end
+  if c == code then return {0, user, index, tonumber(slot), tonumber(at), 0} end
   redis.call('DEL', KEYS[5])
   return {3, index}
 end
@@ -46,7 +47,7 @@ for slot = 1, limit do
   if redis.call('HSETNX', KEYS[4], user .. '|' .. slot, index) == 1 then
     redis.call('HINCRBY', KEYS[4], user, 1)
     redis.call('HSET', KEYS[3], index, code .. '|' .. slot .. '|' .. now)
-    return {0, user, index, slot, now}
+    return {0, user, index, slot, now, 1}
   end
 end
 -- The count said there was room but every slot is taken: the count drifted.
