@@ -72,16 +72,19 @@ export function createPurchase(deps: PurchaseDeps) {
     purchased_at: new Date(row.at).toISOString(),
   });
 
-  async function storedPurchase(code: string) {
-    const { rows } = await db.query<{ sale_id: string; item_id: string; user_id: string; at: Date }>(
+  /** Purchases already confirmed, looked up by code; batched like the writes (replays can come in floods). */
+  const stored = createBatcher<string, Omit<Row, 'slot' | 'code'> | undefined>(async (codes) => {
+    const { rows } = await db.query<{ code: string; sale_id: string; item_id: string; user_id: string; at: Date }>(
       'select',
       'purchases',
-      'SELECT sale_id, item_id, user_id, purchased_at AS at FROM purchases WHERE code = $1',
-      [code],
+      'SELECT code, sale_id, item_id, user_id, purchased_at AS at FROM purchases WHERE code = ANY($1::text[])',
+      [codes],
     );
-    const row = rows[0];
-    return row && { saleId: row.sale_id, itemId: row.item_id, userId: row.user_id, at: row.at.getTime() };
-  }
+    const found = new Map(
+      rows.map((r) => [r.code, { saleId: r.sale_id, itemId: r.item_id, userId: r.user_id, at: r.at.getTime() }]),
+    );
+    return codes.map((c) => found.get(c));
+  });
 
   async function codeIssued(code: string) {
     const { rows } = await db.query<{ user_id: string; item_id: string }>(
@@ -106,11 +109,12 @@ export function createPurchase(deps: PurchaseDeps) {
   }
 
   /**
-   * PostgreSQL refused the row: either this code already bought (a replay),
-   * or Redis disagreed with PostgreSQL about the item or the user's slots.
-   * Redis is repaired from PostgreSQL's truth; the caller answers or retries.
+   * PostgreSQL refused the row: either this code already bought (a replay:
+   * the stored purchase is returned), or Redis disagreed with PostgreSQL about
+   * the item or the user's slots. Redis is repaired from PostgreSQL's truth;
+   * the caller answers or retries.
    */
-  async function resolveConflict(keys: SaleKeys, row: Row): Promise<'replay' | 'retry'> {
+  async function resolveConflict(keys: SaleKeys, row: Row): Promise<Row | 'retry'> {
     const index = ids.parseItemId(row.itemId).index;
     const { rows } = await db.query<{ item_id: string; user_id: string; slot: number; code: string; at: string }>(
       'select',
@@ -119,7 +123,8 @@ export function createPurchase(deps: PurchaseDeps) {
        FROM purchases WHERE code = $1 OR (sale_id = $2 AND (item_id = $3 OR user_id = $4))`,
       [row.code, row.saleId, row.itemId, row.userId],
     );
-    if (rows.some((r) => r.code === row.code)) return 'replay';
+    const mine = rows.find((r) => r.code === row.code);
+    if (mine) return { ...row, itemId: mine.item_id, userId: mine.user_id, slot: mine.slot, at: Number(mine.at) };
     const owner = rows.find((r) => r.item_id === row.itemId);
     const held = rows.filter((r) => r.user_id === row.userId);
     await redis.script(
@@ -153,6 +158,12 @@ export function createPurchase(deps: PurchaseDeps) {
     };
     let inserted: boolean;
     try {
+      // A reservation the code already held is most likely a confirmed purchase being replayed.
+      const replayed = fresh ? undefined : await stored.add(row.code);
+      if (replayed) {
+        await unlock().catch(() => {});
+        return { outcome: 'replay' as const, body: body(replayed) };
+      }
       inserted = await writer.add(row);
     } catch (err) {
       held();
@@ -168,19 +179,16 @@ export function createPurchase(deps: PurchaseDeps) {
     }
     try {
       if (inserted) return { outcome: 'success' as const, body: body(row) };
-      if ((await resolveConflict(keys, row)) === 'replay') {
-        const stored = (await storedPurchase(row.code))!;
-        return { outcome: 'replay' as const, body: body(stored) };
-      }
-      return undefined;
+      const resolved = await resolveConflict(keys, row);
+      return resolved === 'retry' ? undefined : { outcome: 'replay' as const, body: body(resolved) };
     } finally {
       await unlock().catch(() => {});
     }
   }
 
   async function endedSale(code: string, saleId: string) {
-    const stored = await storedPurchase(code);
-    if (stored) return { outcome: 'replay' as const, body: body(stored) };
+    const replayed = await stored.add(code);
+    if (replayed) return { outcome: 'replay' as const, body: body(replayed) };
     if (await codeIssued(code)) throw new AppError('SALE_ENDED', saleId);
     throw new AppError('CODE_NOT_FOUND');
   }
@@ -262,7 +270,7 @@ export function createPurchase(deps: PurchaseDeps) {
       if (now >= window.endsAt) return endedSale(input.code, saleId);
       return activeSale(input.code, saleId, input.ip);
     },
-    drain: () => writer.drain(),
+    drain: () => Promise.all([writer.drain(), stored.drain()]),
   };
 }
 
