@@ -14,7 +14,7 @@ import type { Config } from './config.js';
 import { createDb } from './db/db.js';
 import { AppError } from './errors.js';
 import { healthRoutes } from './health/routes.js';
-import { registerErrorHandling, sendError } from './http/errors.js';
+import { clientErrorHandler, registerErrorHandling, sendError } from './http/errors.js';
 import { instrument } from './http/instrument.js';
 import { createMetrics } from './metrics/metrics.js';
 import { metricsRoutes } from './metrics/routes.js';
@@ -81,6 +81,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     // Per-request log lines cost more than the request at 15k/s; metrics count requests.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024, // no route takes a body
+    clientErrorHandler,
     return503OnClosing: false, // instrument() answers 503 in the error shape instead
   });
   await app.register(swagger, {

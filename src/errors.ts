@@ -17,6 +17,7 @@ const catalogue = {
   },
   SALE_ENDED: { status: 410, message: (id: string) => `sale ${id} has ended` },
   PAYLOAD_TOO_LARGE: { status: 413, message: () => 'request is too large' },
+  HEADERS_TOO_LARGE: { status: 431, message: () => 'request line or headers are too large' },
   RATE_LIMITED: { status: 429, message: () => 'too many requests, retry later' },
   INTERNAL: { status: 500, message: () => 'internal error' },
   UNAVAILABLE: { status: 503, message: (what: string) => `${what} is unavailable, retry later` },

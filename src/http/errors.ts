@@ -3,6 +3,9 @@
  * "field" when one input is to blame), Retry-After on 429 and 503, 5xx
  * messages masked and logged once, here. Also the 404 for unknown paths.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { AppError } from '../errors.js';
@@ -43,6 +46,24 @@ export function sendError(reply: FastifyReply, error: AppError) {
   if (error.retryAfter !== undefined) reply.header('retry-after', String(error.retryAfter));
   const body = { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) };
   return reply.code(error.status).type('application/json').send({ error: body });
+}
+
+/**
+ * Requests Node's HTTP parser rejects (malformed, or URL and headers over
+ * Node's 16 KiB limit) never reach a route: answer them on the socket, in the
+ * same error shape, and close it.
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Duplex) {
+  if (!socket.writable) return socket.destroy();
+  const error =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new AppError('HEADERS_TOO_LARGE')
+      : new AppError('INVALID_REQUEST', 'malformed HTTP request');
+  const body = JSON.stringify({ error: { code: error.code, message: error.message } });
+  socket.end(
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 export function registerErrorHandling(app: FastifyInstance) {

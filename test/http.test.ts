@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+
+import { testEnv, type TestEnv } from './helpers.js';
+
+/** Sends raw bytes and returns the whole answer (the server closes the connection). */
+function raw(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let answer = '';
+    const socket = connect(port, '127.0.0.1', () => socket.write(request));
+    socket.on('data', (d) => (answer += d.toString()));
+    socket.on('end', () => resolve(answer));
+    socket.on('error', reject);
+  });
+}
+
+describe('requests the HTTP parser rejects before any route', () => {
+  let env: TestEnv;
+  let port: number;
+  before(async () => {
+    env = await testEnv();
+    const app = await env.app();
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    port = (app.server.address() as { port: number }).port;
+  });
+  after(() => env.close());
+
+  it('a URL or headers over 16 KiB answer 431 HEADERS_TOO_LARGE in the error shape', async () => {
+    const answer = await raw(port, `GET /sales/active?x=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    assert.match(answer, /^HTTP\/1\.1 431 /);
+    assert.match(answer, /content-type: application\/json/i);
+    assert.deepEqual(JSON.parse(answer.split('\r\n\r\n')[1]!), {
+      error: { code: 'HEADERS_TOO_LARGE', message: 'request line or headers are too large' },
+    });
+  });
+
+  it('a malformed request line answers 400 INVALID_REQUEST in the error shape', async () => {
+    const answer = await raw(port, 'GARBAGE\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.equal(JSON.parse(answer.split('\r\n\r\n')[1]!).error.code, 'INVALID_REQUEST');
+  });
+});
