@@ -7,7 +7,7 @@ import pg from 'pg';
 
 import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
-import type { Metrics } from '../metrics/metrics.js';
+import { children, type Metrics } from '../metrics/metrics.js';
 
 export type QueryType = 'select' | 'insert' | 'update' | 'delete' | 'ddl';
 
@@ -30,6 +30,8 @@ export function createDb(config: Config, metrics: Metrics) {
     max: config.DB_POOL_SIZE,
   });
 
+  const duration = children(metrics.dbQueryDuration);
+  const failures = children(metrics.dbQueryErrors);
   type Runner = Pick<pg.Pool, 'query'>;
   const timedOn =
     (runner: Runner) =>
@@ -39,11 +41,11 @@ export function createDb(config: Config, metrics: Metrics) {
       text: string,
       values: unknown[] = [],
     ): Promise<pg.QueryResult<R>> => {
-      const end = metrics.dbQueryDuration.startTimer({ query_type: queryType, table });
+      const end = duration(queryType, table).startTimer();
       try {
         return await runner.query<R>(text, values);
       } catch (err) {
-        metrics.dbQueryErrors.inc({ query_type: queryType, table });
+        failures(queryType, table).inc();
         throw serverDown(err) ? unavailable('database') : err;
       } finally {
         end();

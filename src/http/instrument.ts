@@ -6,10 +6,14 @@
 import type { FastifyInstance } from 'fastify';
 
 import { AppError } from '../errors.js';
-import { CHECKOUT_FAILURE_REASONS, PURCHASE_FAILURE_REASONS, type Metrics } from '../metrics/metrics.js';
+import { CHECKOUT_FAILURE_REASONS, PURCHASE_FAILURE_REASONS, children, type Metrics } from '../metrics/metrics.js';
 import { sendError } from './errors.js';
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
+const checkoutReasons = new Set<string>(CHECKOUT_FAILURE_REASONS);
+const purchaseReasons = new Set<string>(PURCHASE_FAILURE_REASONS);
+/** Failure reasons come from a fixed set whatever happens: anything else counts as INTERNAL. */
+const reason = (outcome: string, known: Set<string>) => (known.has(outcome) ? outcome : 'INTERNAL');
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -51,40 +55,32 @@ export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: 
     done();
   });
 
-  // prom-client hashes label objects on every call; children are cached per label set.
-  const series = new Map<string, { observe(v: number): void; inc(): void }>();
+  const duration = children(metrics.httpRequestDuration);
+  const total = children(metrics.httpRequestsTotal);
+  const checkoutFailure = children(metrics.checkoutFailure);
+  const purchaseFailure = children(metrics.purchaseFailure);
   app.addHook('onResponse', (request, reply, done) => {
     const handler = request.routeOptions.config.name ?? 'unmatched';
     const method = METHODS.has(request.method) ? request.method : 'OTHER';
-    const key = `${handler} ${method} ${reply.statusCode}`;
-    let s = series.get(key);
-    if (!s) {
-      const labels = { handler, method, status_code: String(reply.statusCode) };
-      const duration = metrics.httpRequestDuration.labels(labels);
-      const total = metrics.httpRequestsTotal.labels(labels);
-      s = { observe: (v) => duration.observe(v), inc: () => total.inc() };
-      series.set(key, s);
-    }
-    s.observe(reply.elapsedTime / 1000);
-    s.inc();
-    countBusiness(metrics, handler, request.outcome);
+    const status = String(reply.statusCode);
+    duration(handler, method, status).observe(reply.elapsedTime / 1000);
+    total(handler, method, status).inc();
+    countBusiness(handler, request.outcome);
     done();
   });
-}
 
-const checkoutReasons = new Set<string>(CHECKOUT_FAILURE_REASONS);
-const purchaseReasons = new Set<string>(PURCHASE_FAILURE_REASONS);
-const reason = (outcome: string, known: Set<string>) => (known.has(outcome) ? outcome : 'INTERNAL');
-
-function countBusiness(metrics: Metrics, handler: string, outcome: string) {
-  if (handler === 'checkout') {
-    metrics.checkoutAttempts.inc();
-    if (outcome === 'OK') metrics.checkoutSuccess.inc();
-    else metrics.checkoutFailure.inc({ reason: reason(outcome, checkoutReasons) });
-  } else if (handler === 'purchase') {
-    metrics.purchaseAttempts.inc();
-    if (outcome === 'OK') metrics.purchaseSuccess.inc();
-    else if (outcome === 'REPLAY') metrics.purchaseReplays.inc();
-    else metrics.purchaseFailure.inc({ reason: reason(outcome, purchaseReasons) });
+  // Business counters: every request that reached checkout or purchase is an
+  // attempt, and ends as exactly one success, replay or failure{reason}.
+  function countBusiness(handler: string, outcome: string) {
+    if (handler === 'checkout') {
+      metrics.checkoutAttempts.inc();
+      if (outcome === 'OK') metrics.checkoutSuccess.inc();
+      else checkoutFailure(reason(outcome, checkoutReasons)).inc();
+    } else if (handler === 'purchase') {
+      metrics.purchaseAttempts.inc();
+      if (outcome === 'OK') metrics.purchaseSuccess.inc();
+      else if (outcome === 'REPLAY') metrics.purchaseReplays.inc();
+      else purchaseFailure(reason(outcome, purchaseReasons)).inc();
+    }
   }
 }

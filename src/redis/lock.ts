@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 
-import type { Metrics } from '../metrics/metrics.js';
+import { children, type Metrics } from '../metrics/metrics.js';
 import type { Redis } from './redis.js';
 
 export type LockType = 'purchase' | 'rebuild' | 'reconcile';
@@ -16,16 +16,20 @@ export const PURCHASE_LOCK_TTL_MS = 3000;
 export type LockFailure = 'contended' | 'error';
 
 export function createLocks(redis: Redis, metrics: Metrics) {
+  const attempts = children(metrics.redisLockAttempts);
+  const successes = children(metrics.redisLockSuccess);
+  const failures = children(metrics.redisLockFailure);
+  const held = children(metrics.redisLockDuration);
   const record = {
     attempt(lockType: LockType) {
-      metrics.redisLockAttempts.inc({ lock_type: lockType });
+      attempts(lockType).inc();
     },
     acquired(lockType: LockType) {
-      metrics.redisLockSuccess.inc({ lock_type: lockType });
-      return metrics.redisLockDuration.startTimer({ lock_type: lockType });
+      successes(lockType).inc();
+      return held(lockType).startTimer();
     },
     failed(lockType: LockType, reason: LockFailure) {
-      metrics.redisLockFailure.inc({ lock_type: lockType, reason });
+      failures(lockType, reason).inc();
     },
   };
 

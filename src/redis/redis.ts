@@ -11,7 +11,7 @@ import { createClient, ErrorReply } from 'redis';
 
 import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
-import type { Metrics } from '../metrics/metrics.js';
+import { children, type Metrics } from '../metrics/metrics.js';
 
 const LUA_DIR = new URL('./lua/', import.meta.url);
 
@@ -65,12 +65,15 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
       call.then(resolve, reject).finally(() => pending.delete(entry));
     });
 
+  const duration = children(metrics.redisCommandDuration);
+  const failures = children(metrics.redisCommandErrors);
+
   async function command<T>(name: string, args: string[]): Promise<T> {
-    const end = metrics.redisCommandDuration.startTimer({ command: name });
+    const end = duration(name).startTimer();
     try {
       return (await withDeadline(client.sendCommand(args))) as T;
     } catch (err) {
-      metrics.redisCommandErrors.inc({ command: name });
+      failures(name).inc();
       throw serverDown(err) ? unavailable('redis') : err;
     } finally {
       end();
