@@ -16,6 +16,7 @@ import { AppError } from './errors.js';
 import { healthRoutes } from './health/routes.js';
 import { clientErrorHandler, registerErrorHandling, sendError } from './http/errors.js';
 import { instrument } from './http/instrument.js';
+import type { Infra } from './infra.js';
 import { createMetrics } from './metrics/metrics.js';
 import { metricsRoutes } from './metrics/routes.js';
 import { createPurchase } from './purchase/purchase.js';
@@ -65,10 +66,11 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   redis.client.on('ready', () => redisOutage.recovered());
   const locks = createLocks(redis, metrics);
   const ids = createIds(config.SALE_DURATION, config.SALE_ITEMS);
-  const sales = createSales({ config, db, redis, locks, ids, clock, metrics, log });
-  const checkout = createCheckout({ config, db, redis, ids, sales, clock });
-  const purchase = createPurchase({ config, db, redis, locks, ids, sales, clock });
-  const reconciler = createReconciler({ config, db, redis, locks, ids, clock, metrics, log });
+  const infra: Infra = { config, clock, log, metrics, db, redis, locks, ids };
+  const sales = createSales(infra);
+  const checkout = createCheckout({ ...infra, sales });
+  const purchase = createPurchase({ ...infra, sales });
+  const reconciler = createReconciler(infra);
   metrics.sources.configuredItems = config.SALE_ITEMS;
   metrics.sources.dbUp = () => db.ping(config.DEPENDENCY_TIMEOUT_MS);
   metrics.sources.activeSale = async () => {
@@ -149,7 +151,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     await db.close();
   });
 
-  app.decorate('deps', { config, clock, metrics, db, redis, locks, ids, sales, checkout, purchase, reconciler });
+  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler });
   return app;
 }
 
@@ -160,14 +162,7 @@ declare module 'fastify' {
   }
 }
 
-export interface Deps {
-  config: Config;
-  clock: Clock;
-  metrics: ReturnType<typeof createMetrics>;
-  db: ReturnType<typeof createDb>;
-  redis: ReturnType<typeof createRedis>;
-  locks: ReturnType<typeof createLocks>;
-  ids: ReturnType<typeof createIds>;
+export interface Deps extends Infra {
   sales: ReturnType<typeof createSales>;
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;

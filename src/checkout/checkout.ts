@@ -3,24 +3,13 @@
  * the code), then the attempt and its outcome are group-committed to
  * PostgreSQL before the answer is sent, whatever the outcome.
  */
-import type { Config } from '../config.js';
-import type { Db } from '../db/db.js';
 import { createBatcher } from '../db/batcher.js';
 import { AppError, unavailable, type ErrorCode } from '../errors.js';
+import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
-import type { Redis } from '../redis/redis.js';
-import type { Ids } from '../sale/ids.js';
 import type { Sales } from '../sale/sales.js';
-import type { Clock } from '../clock.js';
 
-export interface CheckoutDeps {
-  config: Config;
-  db: Db;
-  redis: Redis;
-  ids: Ids;
-  sales: Sales;
-  clock: Clock;
-}
+export type CheckoutDeps = Pick<Infra, 'config' | 'db' | 'redis' | 'ids' | 'clock'> & { sales: Sales };
 
 interface Attempt {
   saleId: string;

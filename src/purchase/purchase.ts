@@ -4,27 +4,15 @@
  * group-committed to PostgreSQL, whose constraints have the last word, and
  * only then answered. Every path ends with the lock released by its owner.
  */
-import type { Clock } from '../clock.js';
-import type { Config } from '../config.js';
 import { createBatcher } from '../db/batcher.js';
-import type { Db } from '../db/db.js';
 import { AppError, unavailable } from '../errors.js';
+import type { Infra } from '../infra.js';
 import { saleKeys, type SaleKeys } from '../redis/keys.js';
-import { PURCHASE_LOCK_TTL_MS, type Locks } from '../redis/lock.js';
-import type { Redis } from '../redis/redis.js';
+import { PURCHASE_LOCK_TTL_MS } from '../redis/lock.js';
 import { imageUrl, itemName } from '../sale/catalog.js';
-import type { Ids } from '../sale/ids.js';
 import type { Sales } from '../sale/sales.js';
 
-export interface PurchaseDeps {
-  config: Config;
-  db: Db;
-  redis: Redis;
-  locks: Locks;
-  ids: Ids;
-  sales: Sales;
-  clock: Clock;
-}
+export type PurchaseDeps = Pick<Infra, 'config' | 'db' | 'redis' | 'locks' | 'ids' | 'clock'> & { sales: Sales };
 
 interface Row {
   saleId: string;

@@ -7,32 +7,14 @@
  * RECONCILE_INTERVAL_MS; the drift it found is exported as
  * sale_reconcile_drift_items{kind}.
  */
-import type { Logger } from 'pino';
-
-import type { Clock } from '../clock.js';
-import type { Config } from '../config.js';
-import type { Db } from '../db/db.js';
-import type { Metrics } from '../metrics/metrics.js';
+import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
-import { PURCHASE_LOCK_TTL_MS, type Locks } from '../redis/lock.js';
-import type { Redis } from '../redis/redis.js';
-import type { Ids } from './ids.js';
-
-export interface ReconcilerDeps {
-  config: Config;
-  db: Db;
-  redis: Redis;
-  locks: Locks;
-  ids: Ids;
-  clock: Clock;
-  metrics: Metrics;
-  log: Logger;
-}
+import { PURCHASE_LOCK_TTL_MS } from '../redis/lock.js';
 
 /** A reservation younger than this may still be on its way to PostgreSQL. */
 const RESERVATION_GRACE_MS = PURCHASE_LOCK_TTL_MS;
 
-export function createReconciler(deps: ReconcilerDeps) {
+export function createReconciler(deps: Infra) {
   const { config, db, redis, locks, ids, clock, metrics, log } = deps;
 
   async function reconcile(saleId: string) {

@@ -6,34 +6,16 @@
  * PostgreSQL under a lock while the others wait, so no write is ever decided
  * on state that disagrees with PostgreSQL's.
  */
-import type { Logger } from 'pino';
-
-import type { Clock } from '../clock.js';
-import type { Config } from '../config.js';
-import type { Db } from '../db/db.js';
 import { unavailable } from '../errors.js';
-import type { Metrics } from '../metrics/metrics.js';
+import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
-import type { Locks } from '../redis/lock.js';
-import type { Redis } from '../redis/redis.js';
 import { itemName } from './catalog.js';
-import type { Ids, SaleWindow } from './ids.js';
-
-export interface SaleDeps {
-  config: Config;
-  db: Db;
-  redis: Redis;
-  locks: Locks;
-  ids: Ids;
-  clock: Clock;
-  metrics: Metrics;
-  log: Logger;
-}
+import type { SaleWindow } from './ids.js';
 
 const REBUILD_LOCK_TTL_MS = 30_000;
 const HSET_CHUNK = 1000;
 
-export function createSales(deps: SaleDeps) {
+export function createSales(deps: Infra) {
   const { config, db, redis, locks, ids, clock, metrics, log } = deps;
   const ensured = new Map<string, Promise<void>>();
 

@@ -1,0 +1,24 @@
+/**
+ * The infrastructure every part of the service is built from, created once in
+ * app.ts. Each use case takes the slice it needs (`Pick<Infra, ...>`).
+ */
+import type { Logger } from 'pino';
+
+import type { Clock } from './clock.js';
+import type { Config } from './config.js';
+import type { Db } from './db/db.js';
+import type { Metrics } from './metrics/metrics.js';
+import type { Locks } from './redis/lock.js';
+import type { Redis } from './redis/redis.js';
+import type { Ids } from './sale/ids.js';
+
+export interface Infra {
+  config: Config;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  db: Db;
+  redis: Redis;
+  locks: Locks;
+  ids: Ids;
+}
