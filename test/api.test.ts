@@ -1,0 +1,313 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import type { App } from '../src/app.js';
+import { offsetClock } from '../src/clock.js';
+import { errorCodes } from '../src/errors.js';
+import { json, testEnv, type TestEnv } from './helpers.js';
+
+type Res = Awaited<ReturnType<App['inject']>>;
+const errorOf = (res: Res) => json<{ error: { code: string; message: string; field?: string } }>(res).error;
+
+/** Every error answer has the documented shape, JSON, and no stack trace. */
+function assertError(res: Res, status: number, code: string) {
+  assert.equal(res.statusCode, status, res.body);
+  assert.match(String(res.headers['content-type']), /^application\/json/);
+  const body = json<{ error: Record<string, unknown> }>(res);
+  assert.deepEqual(Object.keys(body), ['error']);
+  assert.equal(body.error.code, code);
+  assert.equal(typeof body.error.message, 'string');
+  assert.doesNotMatch(res.body, /at .+\.js:\d+|stack/i);
+}
+
+describe('the HTTP API (PRODUCT.md §2)', () => {
+  let env: TestEnv;
+  let app: App;
+  let sale: string;
+  const clock = offsetClock();
+  const codes = new Set<string>();
+  const post = (url: string) => app.inject({ method: 'POST', url });
+  const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+  const checkout = async (user: string, i: number) => {
+    const res = await post(`/checkout?user_id=${user}&id=${item(i)}`);
+    if (res.statusCode === 200) codes.add(json<{ code: string }>(res).code);
+    return res;
+  };
+  const codeFor = async (user: string, i: number) => json<{ code: string }>(await checkout(user, i)).code;
+
+  before(async () => {
+    env = await testEnv({
+      SALE_ITEMS: '200',
+      USER_LIMIT: '2',
+      RATE_LIMIT_USER_PER_SEC: '1',
+      RATE_LIMIT_USER_BURST: '30',
+    });
+    app = await env.app({ clock });
+    sale = json<{ id: string }>(await app.inject('/sales/active')).id;
+  });
+  after(() => env.close());
+
+  describe('POST /checkout', () => {
+    it('with user_id missing answers 400 INVALID_REQUEST naming user_id', async () => {
+      const res = await post(`/checkout?id=${item(1)}`);
+      assertError(res, 400, 'INVALID_REQUEST');
+      assert.equal(errorOf(res).field, 'user_id');
+      assert.match(errorOf(res).message, /user_id/);
+    });
+
+    it('with a user_id of forbidden characters or over 64 characters answers 400 naming user_id', async () => {
+      for (const bad of ['a b', 'ä', '', 'x'.repeat(65), 'a{b}']) {
+        const res = await post(`/checkout?user_id=${encodeURIComponent(bad)}&id=${item(1)}`);
+        assertError(res, 400, 'INVALID_REQUEST');
+        assert.equal(errorOf(res).field, 'user_id', bad);
+      }
+    });
+
+    it('with an id that is not an item id answers 400 INVALID_REQUEST naming id', async () => {
+      for (const bad of ['42', `${sale}-1`, `${sale}-000001x`, "1' OR '1'='1"]) {
+        const res = await post(`/checkout?user_id=u&id=${encodeURIComponent(bad)}`);
+        assertError(res, 400, 'INVALID_REQUEST');
+        assert.equal(errorOf(res).field, 'id', bad);
+      }
+    });
+
+    it('for an item of another sale or beyond SALE_ITEMS answers 404 ITEM_NOT_FOUND', async () => {
+      assertError(await post(`/checkout?user_id=u&id=2001010100-00001`), 404, 'ITEM_NOT_FOUND');
+      assertError(await post(`/checkout?user_id=u&id=${item(200)}`), 404, 'ITEM_NOT_FOUND');
+    });
+
+    it('for an item sold to someone else answers 409 ITEM_SOLD', async () => {
+      assert.equal((await post(`/purchase?code=${await codeFor('seller', 3)}`)).statusCode, 200);
+      const res = await checkout('other', 3);
+      assertError(res, 409, 'ITEM_SOLD');
+      assert.equal(errorOf(res).message, `item ${item(3)} is already sold`);
+    });
+
+    it('for a user who bought USER_LIMIT items answers 409 USER_LIMIT_REACHED', async () => {
+      for (const i of [10, 11])
+        assert.equal((await post(`/purchase?code=${await codeFor('full', i)}`)).statusCode, 200);
+      assertError(await checkout('full', 12), 409, 'USER_LIMIT_REACHED');
+    });
+
+    it('after the user bought the item returns the same code, which replays the purchase', async () => {
+      const code = await codeFor('rebuy', 20);
+      const bought = await post(`/purchase?code=${code}`);
+      assert.equal(await codeFor('rebuy', 20), code);
+      const replay = await post(`/purchase?code=${code}`);
+      assert.equal(replay.statusCode, 200);
+      assert.equal(replay.body, bought.body);
+    });
+
+    it('for a user checking out faster than the bucket allows answers 429 RATE_LIMITED with Retry-After', async () => {
+      let res: Res | undefined;
+      for (let i = 0; i < 40 && res?.statusCode !== 429; i++) res = await checkout('hammer', 30 + (i % 5));
+      assertError(res!, 429, 'RATE_LIMITED');
+      assert.ok(Number(res!.headers['retry-after']) >= 1);
+      const { rows } = await env.pg.query(
+        `SELECT count(*)::int AS n FROM checkout_attempts WHERE outcome = 'RATE_LIMITED'`,
+      );
+      assert.ok(rows[0].n >= 1, 'a rate-limited attempt is still a validated attempt, recorded');
+    });
+  });
+
+  describe('POST /purchase', () => {
+    it('answers 200 with the item, and the purchase is in PostgreSQL before the answer', async () => {
+      const code = await codeFor('buyer', 40);
+      const res = await post(`/purchase?code=${code}`);
+      assert.equal(res.statusCode, 200);
+      const body = json(res);
+      assert.deepEqual(Object.keys(body).sort(), ['item', 'item_id', 'purchased_at', 'sale_id', 'user_id']);
+      assert.equal(body.item_id, item(40));
+      assert.equal(body.user_id, 'buyer');
+      assert.equal(body.sale_id, sale);
+      const it = body.item as { id: string; name: string; image_url: string };
+      assert.equal(it.id, item(40));
+      assert.match(it.name, /^\w+ \w+ \w+$/);
+      assert.equal(it.image_url, `/items/${item(40)}/image.svg`);
+      assert.equal(new Date(body.purchased_at as string).toISOString(), body.purchased_at);
+      const { rows } = await env.pg.query('SELECT user_id, code FROM purchases WHERE item_id = $1', [item(40)]);
+      assert.deepEqual(rows, [{ user_id: 'buyer', code }]);
+    });
+
+    it('repeated with the same code answers 200 with the same body (idempotent replay), never a second sale', async () => {
+      const code = await codeFor('replayer', 41);
+      const first = await post(`/purchase?code=${code}`);
+      const again = await Promise.all([post(`/purchase?code=${code}`), post(`/purchase?code=${code}`)]);
+      for (const res of again) {
+        assert.equal(res.statusCode, 200);
+        assert.equal(res.body, first.body);
+      }
+      const { rows } = await env.pg.query(`SELECT count(*)::int AS n FROM purchases WHERE user_id = 'replayer'`);
+      assert.deepEqual(rows, [{ n: 1 }]);
+    });
+
+    it('with a code nobody issued answers 404 CODE_NOT_FOUND', async () => {
+      assertError(await post(`/purchase?code=${sale}-${'0'.repeat(32)}`), 404, 'CODE_NOT_FOUND');
+    });
+
+    it('with a malformed code answers 400 INVALID_REQUEST naming code', async () => {
+      for (const bad of ['', 'abc', `${sale}-XYZ`, `${sale}-${'0'.repeat(33)}`]) {
+        const res = await post(`/purchase?code=${bad}`);
+        assertError(res, 400, 'INVALID_REQUEST');
+        assert.equal(errorOf(res).field, 'code');
+      }
+    });
+
+    it('when the item was sold to someone else answers 409 ITEM_SOLD', async () => {
+      const mine = await codeFor('slow', 50);
+      const theirs = await codeFor('fast', 50);
+      assert.equal((await post(`/purchase?code=${theirs}`)).statusCode, 200);
+      assertError(await post(`/purchase?code=${mine}`), 409, 'ITEM_SOLD');
+    });
+
+    it('when the user reached the limit meanwhile answers 409 USER_LIMIT_REACHED', async () => {
+      const held = await Promise.all([60, 61, 62].map((i) => codeFor('greedy', i)));
+      assert.equal((await post(`/purchase?code=${held[0]}`)).statusCode, 200);
+      assert.equal((await post(`/purchase?code=${held[1]}`)).statusCode, 200);
+      assertError(await post(`/purchase?code=${held[2]}`), 409, 'USER_LIMIT_REACHED');
+    });
+  });
+
+  describe('GET /sales', () => {
+    it('GET /sales/active answers the running sale with its counts', async () => {
+      const res = await app.inject('/sales/active');
+      assert.equal(res.statusCode, 200);
+      const body = json<Record<string, unknown>>(res);
+      assert.deepEqual(Object.keys(body).sort(), [
+        'ends_at',
+        'id',
+        'items_remaining',
+        'items_sold',
+        'started_at',
+        'total_items',
+      ]);
+      const { rows } = await env.pg.query('SELECT count(*)::int AS n FROM purchases WHERE sale_id = $1', [sale]);
+      assert.equal(body.items_sold, rows[0].n);
+      assert.equal(body.total_items, 200);
+      assert.equal(body.items_remaining, 200 - rows[0].n);
+    });
+
+    it('GET /sales/{id} answers any sale in the same shape, and 404 SALE_NOT_FOUND for an unknown one', async () => {
+      assert.deepEqual(json(await app.inject(`/sales/${sale}`)), json(await app.inject('/sales/active')));
+      assertError(await app.inject('/sales/2001010100'), 404, 'SALE_NOT_FOUND');
+      assertError(await app.inject('/sales/nonsense'), 404, 'SALE_NOT_FOUND');
+    });
+
+    it('GET /sales/{id}/items pages through the items with their sold flags', async () => {
+      const res = await app.inject(`/sales/${sale}/items?offset=39&limit=3`);
+      assert.equal(res.statusCode, 200);
+      const body = json<{ items: { id: string; sold: boolean; name: string; image_url: string }[] }>(res);
+      assert.deepEqual(
+        body.items.map((i) => [i.id, i.sold]),
+        [
+          [item(39), false],
+          [item(40), true],
+          [item(41), true],
+        ],
+      );
+      assert.deepEqual({ ...body, items: undefined }, { items: undefined, offset: 39, limit: 3, total: 200 });
+      assert.equal(json<{ items: unknown[] }>(await app.inject(`/sales/${sale}/items`)).items.length, 100);
+    });
+
+    it('GET /sales/{id}/items with limit over 1000, negative or not a number answers 400; an unknown sale 404', async () => {
+      for (const q of ['limit=1001', 'limit=-1', 'limit=ten', 'offset=-5', 'offset=x']) {
+        const res = await app.inject(`/sales/${sale}/items?${q}`);
+        assertError(res, 400, 'INVALID_REQUEST');
+        assert.match(errorOf(res).message, /^(limit|offset) /);
+      }
+      assertError(await app.inject('/sales/2001010100/items'), 404, 'SALE_NOT_FOUND');
+    });
+
+    it('GET /items/{id}/image.svg serves the generated picture', async () => {
+      const res = await app.inject(`/items/${item(7)}/image.svg`);
+      assert.equal(res.statusCode, 200);
+      assert.match(String(res.headers['content-type']), /^image\/svg\+xml/);
+      assert.match(res.body, /^<svg /);
+      assert.equal(res.body, (await app.inject(`/items/${item(7)}/image.svg`)).body, 'deterministic');
+      assertError(await app.inject(`/items/${item(500)}/image.svg`), 404, 'ITEM_NOT_FOUND');
+    });
+  });
+
+  describe('the rest of the surface', () => {
+    it('GET /health answers 200 with the seed HealthData shape', async () => {
+      const res = await app.inject('/health');
+      assert.equal(res.statusCode, 200);
+      const body = json<{
+        services_status: object;
+        uptime: string;
+        memory: Record<string, number>;
+        goroutines: number;
+      }>(res);
+      assert.deepEqual(body.services_status, { app: 'UP', database: 'UP', redis: 'UP' });
+      assert.match(body.uptime, /^(\d+h)?(\d+m)?[\d.]+s$/);
+      assert.deepEqual(Object.keys(body.memory).sort(), ['alloc', 'num_gc', 'sys', 'total_alloc']);
+      assert.ok(Object.values(body.memory).every((v) => Number.isInteger(v) && v >= 0));
+      assert.ok(body.goroutines > 0);
+    });
+
+    it('GET /metrics answers the Prometheus text exposition', async () => {
+      const res = await app.inject('/metrics');
+      assert.equal(res.statusCode, 200);
+      assert.match(String(res.headers['content-type']), /^text\/plain/);
+      assert.match(res.body, /^# HELP http_requests_total /m);
+    });
+
+    it('a wrong method on a known path answers 405 METHOD_NOT_ALLOWED with Allow', async () => {
+      const res = await app.inject({ method: 'GET', url: '/checkout' });
+      assertError(res, 405, 'METHOD_NOT_ALLOWED');
+      assert.equal(res.headers.allow, 'POST');
+      assert.equal((await app.inject({ method: 'DELETE', url: '/sales/active' })).headers.allow, 'GET, HEAD');
+    });
+
+    it('an unknown path answers 404 NOT_FOUND', async () => {
+      assertError(await app.inject('/nope/../x?y=1'), 404, 'NOT_FOUND');
+    });
+
+    it('a body over the limit answers 413 PAYLOAD_TOO_LARGE', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: `/checkout?user_id=u&id=${item(1)}`,
+        headers: { 'content-type': 'application/json' },
+        payload: JSON.stringify({ pad: 'x'.repeat(100_000) }),
+      });
+      assertError(res, 413, 'PAYLOAD_TOO_LARGE');
+    });
+
+    it('POST /purchase with a code of an ended sale answers 410 SALE_ENDED, and a bought code still replays', async () => {
+      const unused = await codeFor('late', 70);
+      const used = await codeFor('early', 71);
+      const bought = await post(`/purchase?code=${used}`);
+      clock.advance(3600 * 1000);
+      try {
+        assertError(await post(`/purchase?code=${unused}`), 410, 'SALE_ENDED');
+        const replay = await post(`/purchase?code=${used}`);
+        assert.equal(replay.statusCode, 200);
+        assert.equal(replay.body, bought.body);
+      } finally {
+        clock.advance(-3600 * 1000);
+      }
+    });
+
+    it('every error code the catalogue defines is accounted for by a test', () => {
+      // UNAVAILABLE is proven in the server and fault tests, HEADERS_TOO_LARGE in the http tests; INTERNAL is
+      // the masked answer to a bug, which no request should be able to produce. A new code must join this list.
+      const covered = new Set([
+        'INVALID_REQUEST',
+        'NOT_FOUND',
+        'ITEM_NOT_FOUND',
+        'CODE_NOT_FOUND',
+        'SALE_NOT_FOUND',
+        'METHOD_NOT_ALLOWED',
+        'ITEM_SOLD',
+        'USER_LIMIT_REACHED',
+        'SALE_ENDED',
+        'PAYLOAD_TOO_LARGE',
+        'RATE_LIMITED',
+        'HEADERS_TOO_LARGE',
+        'UNAVAILABLE',
+        'INTERNAL',
+      ]);
+      assert.deepEqual([...errorCodes].sort(), [...covered].sort());
+    });
+  });
+});
