@@ -14,7 +14,7 @@ import type { Config } from './config.js';
 import { createDb } from './db/db.js';
 import { AppError } from './errors.js';
 import { healthRoutes } from './health/routes.js';
-import { clientErrorHandler, registerErrorHandling, sendError } from './http/errors.js';
+import { clientErrorHandler, frameworkErrors, registerErrorHandling, sendError } from './http/errors.js';
 import { instrument } from './http/instrument.js';
 import type { Infra } from './infra.js';
 import { createMetrics } from './metrics/metrics.js';
@@ -84,6 +84,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024, // no route takes a body
     clientErrorHandler,
+    frameworkErrors,
     return503OnClosing: false, // instrument() answers 503 in the error shape instead
   });
   await app.register(swagger, {

@@ -66,6 +66,17 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Duple
   );
 }
 
+/** Errors Fastify raises before a route runs (a bad URL, an over-long path parameter). */
+export function frameworkErrors(err: FastifyError, _request: FastifyRequest, reply: FastifyReply) {
+  return sendError(
+    reply,
+    new AppError(
+      'INVALID_REQUEST',
+      err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'a path parameter is too long' : 'malformed URL',
+    ),
+  );
+}
+
 export function registerErrorHandling(app: FastifyInstance) {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const error = err instanceof AppError ? err : fromFastify(err, request);

@@ -47,12 +47,17 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales;
     schema: {
       summary: "A page of a sale's items, with whether each is sold",
       params: SaleParams,
+      // Decimal digits only: Ajv's number coercion turns 5,000 nines into
+      // Infinity, which slips past `maximum`, and also accepts 0x10 and 1e3.
       querystring: Type.Object({
-        offset: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 0, description: 'must be an integer >= 0' }),
-        limit: Type.Integer({
-          minimum: 1,
-          maximum: 1000,
-          default: 100,
+        offset: Type.String({
+          pattern: '^\\d{1,8}$',
+          default: '0',
+          description: 'must be an integer from 0 to 99999999',
+        }),
+        limit: Type.String({
+          pattern: '^(1000|[1-9]\\d{0,2})$',
+          default: '100',
           description: 'must be an integer from 1 to 1000',
         }),
       }),
@@ -69,7 +74,8 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales;
       },
     },
     handler: async (request) => {
-      const { offset, limit } = request.query;
+      const offset = Number(request.query.offset);
+      const limit = Number(request.query.limit);
       const sale = await saleOr404(request.params.sale_id);
       const rows = await sales.items(sale.id, offset, limit);
       return {
