@@ -43,7 +43,12 @@ async function main() {
   if (cluster.isPrimary && config.WORKERS > 1) return supervise(config.WORKERS, log);
 
   const app = await buildApp({ config, logger: log });
-  await app.listen({ port: config.PORT, host: config.HOST });
+  try {
+    await app.listen({ port: config.PORT, host: config.HOST });
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, `start-up failed: ${(err as Error).message}`);
+    process.exit(1);
+  }
   onSignal(log, () => app.close());
 }
 

@@ -1,59 +1,26 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { testEnv, type TestEnv } from './helpers.js';
-
-const server = new URL('../src/server.js', import.meta.url).pathname;
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address() as { port: number };
-  await new Promise((r) => probe.close(r));
-  return port;
-}
-
-function start(env: Record<string, string>) {
-  const child = spawn(process.execPath, [server], { env: { ...process.env, ...env } });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, exited, output: () => output };
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { freePort, serviceReady, startService, waitFor, type Proc } from './process.js';
 
 describe('the process (npm start)', () => {
   let env: TestEnv;
-  const children: ChildProcessWithoutNullStreams[] = [];
+  const children: Proc[] = [];
   before(async () => {
     env = await testEnv({ LOG_LEVEL: 'info' });
   });
   after(async () => {
-    for (const c of children) c.kill('SIGKILL');
+    await Promise.all(children.map((c) => c.kill()));
     await env.close();
   });
 
   it('on SIGTERM finishes the requests in flight, then exits 0', async () => {
     const port = await freePort();
-    const svc = start({ ...env.env, PORT: String(port) });
-    children.push(svc.child);
+    const svc = startService({ ...env.env, PORT: String(port) });
+    children.push(svc);
     const base = `http://127.0.0.1:${port}`;
-    const sale = await waitFor('the service', async () => {
-      const res = await fetch(`${base}/sales/active`);
-      return res.ok ? ((await res.json()) as { id: string }).id : undefined;
-    });
+    const sale = await serviceReady(port);
     const inFlight = Array.from({ length: 30 }, (_, i) =>
       fetch(`${base}/checkout?user_id=drain-${i}&id=${sale}-${String(i).padStart(5, '0')}`, { method: 'POST' }),
     );
@@ -72,24 +39,24 @@ describe('the process (npm start)', () => {
 
   it('while PostgreSQL is unreachable, names it in a log line and keeps retrying', async () => {
     const deadPort = await freePort();
-    const svc = start({
+    const svc = startService({
       ...env.env,
       PORT: String(await freePort()),
       DATABASE_URL: `postgres://postgres@127.0.0.1:${deadPort}/x`,
     });
-    children.push(svc.child);
+    children.push(svc);
     await waitFor('the log line', async () =>
       svc.output().includes(`PostgreSQL unreachable at 127.0.0.1:${deadPort}/x, retrying`) ? true : undefined,
     );
     assert.equal(svc.child.exitCode, null, 'start-up gave up instead of retrying');
-    svc.child.kill('SIGKILL');
+    await svc.kill();
   });
 
   it('while Redis is unreachable, names it in a log line, serves /health as 503, and keeps retrying', async () => {
     const deadPort = await freePort();
     const port = await freePort();
-    const svc = start({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${deadPort}` });
-    children.push(svc.child);
+    const svc = startService({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${deadPort}` });
+    children.push(svc);
     const health = await waitFor('health', async () => {
       const res = await fetch(`http://127.0.0.1:${port}/health`);
       return { status: res.status, body: (await res.json()) as { services_status: Record<string, string> } };
@@ -97,6 +64,6 @@ describe('the process (npm start)', () => {
     assert.equal(health.status, 503);
     assert.deepEqual(health.body.services_status, { app: 'UP', database: 'UP', redis: 'DOWN' });
     assert.match(svc.output(), new RegExp(`Redis unreachable at 127.0.0.1:${deadPort}, retrying`));
-    svc.child.kill('SIGKILL');
+    await svc.kill();
   });
 });

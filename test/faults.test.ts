@@ -1,0 +1,299 @@
+/**
+ * Faults, with real processes: a private redis-server killed and restarted
+ * empty, PostgreSQL cut off by a TCP proxy, a service killed with SIGKILL
+ * under load. Every scenario ends with the invariant audit.
+ */
+import assert from 'node:assert/strict';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+
+import { createClient } from 'redis';
+
+import { auditSale, sweep, type Confirmed } from './audit.js';
+import { json, testEnv, type TestEnv } from './helpers.js';
+import { freePort, serviceReady, startRedis, startService, waitFor, type Proc } from './process.js';
+
+const procs: Proc[] = [];
+const envs: TestEnv[] = [];
+after(async () => {
+  await Promise.all(procs.map((p) => p.kill()));
+  await Promise.all(envs.map((e) => e.close()));
+});
+
+async function newEnv(overrides: Record<string, string> = {}) {
+  const env = await testEnv({
+    SALE_ITEMS: '60',
+    USER_LIMIT: '2',
+    RATE_LIMIT_IP_PER_SEC: '0',
+    LOG_LEVEL: 'info',
+    ...overrides,
+  });
+  envs.push(env);
+  return env;
+}
+
+function service(env: Record<string, string>) {
+  const proc = startService(env);
+  procs.push(proc);
+  return proc;
+}
+
+async function redisOn(port: number, ...args: string[]) {
+  const proc = await startRedis(port, ...args);
+  procs.push(proc);
+  return proc;
+}
+
+/** Times one request; the body is read so the timing covers the whole answer. */
+async function timed(url: string, method = 'POST') {
+  const t0 = Date.now();
+  const res = await fetch(url, { method });
+  const text = await res.text();
+  return { status: res.status, text, ms: Date.now() - t0, retryAfter: res.headers.get('retry-after') };
+}
+
+/** A buyer who checks out and immediately purchases; returns the purchase answer. */
+async function buy(base: string, user: string, item: string) {
+  const co = await fetch(`${base}/checkout?user_id=${user}&id=${item}`, { method: 'POST' });
+  const body = (await co.json()) as { code?: string };
+  if (!body.code) return { status: co.status, code: undefined };
+  const pu = await fetch(`${base}/purchase?code=${body.code}`, { method: 'POST' });
+  await pu.text();
+  return { status: pu.status, code: body.code };
+}
+
+describe('Redis down, then back empty', () => {
+  it('answers fast 503s while Redis is down, then rebuilds the sale from PostgreSQL before it sells again', async () => {
+    const env = await newEnv();
+    const redisPort = await freePort();
+    let redis = await redisOn(redisPort);
+    const port = await freePort();
+    service({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}` });
+    const sale = await serviceReady(port);
+    const base = `http://127.0.0.1:${port}`;
+    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+    const confirmed: Confirmed[] = [];
+    for (const i of [1, 2]) {
+      const r = await buy(base, 'full', item(i));
+      assert.equal(r.status, 200);
+      confirmed.push({ code: r.code!, userId: 'full', itemId: item(i) });
+    }
+    const pending = json<{ code: string }>({
+      body: await (await fetch(`${base}/checkout?user_id=later&id=${item(3)}`, { method: 'POST' })).text(),
+    }).code;
+
+    await redis.kill();
+    for (const url of [`${base}/checkout?user_id=x&id=${item(4)}`, `${base}/purchase?code=${pending}`]) {
+      const res = await timed(url);
+      assert.equal(res.status, 503, res.text);
+      assert.equal(JSON.parse(res.text).error.code, 'UNAVAILABLE');
+      assert.ok(Number(res.retryAfter) >= 1, 'Retry-After');
+      assert.ok(res.ms < 1000, `took ${res.ms} ms`);
+    }
+    const health = await timed(`${base}/health`, 'GET');
+    assert.equal(health.status, 503);
+    assert.equal(JSON.parse(health.text).services_status.redis, 'DOWN');
+    assert.ok(health.ms < 2000);
+    assert.equal((await timed(`${base}/metrics`, 'GET')).status, 200);
+
+    redis = await redisOn(redisPort); // empty: it kept nothing
+    await waitFor('recovery', async () => ((await fetch(`${base}/health`)).status === 200 ? true : undefined));
+    assert.equal(JSON.parse((await timed(`${base}/checkout?user_id=x&id=${item(1)}`)).text).error.code, 'ITEM_SOLD');
+    assert.equal(
+      JSON.parse((await timed(`${base}/checkout?user_id=full&id=${item(9)}`)).text).error.code,
+      'USER_LIMIT_REACHED',
+    );
+    const late = await timed(`${base}/purchase?code=${pending}`);
+    assert.equal(late.status, 200, 'a code issued before the restart still buys');
+    confirmed.push({ code: pending, userId: 'later', itemId: item(3) });
+
+    const { byItem } = await auditSale(env.pg, sale, 2, confirmed);
+    await sweep(base, sale, 60, item, new Set(byItem.keys()));
+  });
+});
+
+/** A TCP proxy in front of PostgreSQL that the test can cut and restore. */
+function pgProxy(port: number) {
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  return {
+    up: () =>
+      new Promise<void>((resolve) => {
+        server = createServer((client) => {
+          const upstream = connect(5432, '127.0.0.1');
+          for (const s of [client, upstream]) {
+            sockets.add(s);
+            s.on('error', () => {});
+            s.on('close', () => sockets.delete(s));
+          }
+          client.on('close', () => upstream.destroy());
+          upstream.on('close', () => client.destroy());
+          client.pipe(upstream).pipe(client);
+        });
+        server.listen(port, '127.0.0.1', resolve);
+      }),
+    down: () => {
+      server?.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+describe('PostgreSQL down', () => {
+  it('answers fast 503s, loses nothing confirmed, releases reservations it could not confirm, and recovers by itself', async () => {
+    const env = await newEnv();
+    const proxyPort = await freePort();
+    const proxy = pgProxy(proxyPort);
+    await proxy.up();
+    const dbName = new URL(env.env.DATABASE_URL!).pathname;
+    const port = await freePort();
+    service({ ...env.env, PORT: String(port), DATABASE_URL: `postgres://postgres@127.0.0.1:${proxyPort}${dbName}` });
+    const sale = await serviceReady(port);
+    const base = `http://127.0.0.1:${port}`;
+    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+    const before = await buy(base, 'early', item(1));
+    assert.equal(before.status, 200);
+    const code = json<{ code: string }>({
+      body: await (await fetch(`${base}/checkout?user_id=stuck&id=${item(2)}`, { method: 'POST' })).text(),
+    }).code;
+
+    proxy.down();
+    for (const url of [`${base}/purchase?code=${code}`, `${base}/checkout?user_id=x&id=${item(3)}`]) {
+      const res = await timed(url);
+      assert.equal(res.status, 503, res.text);
+      assert.ok(Number(res.retryAfter) >= 1);
+      assert.ok(res.ms < 2500, `took ${res.ms} ms`);
+    }
+    const health = await timed(`${base}/health`, 'GET');
+    assert.equal(health.status, 503);
+    assert.equal(JSON.parse(health.text).services_status.database, 'DOWN');
+
+    await proxy.up();
+    await waitFor('recovery', async () => ((await fetch(`${base}/health`)).status === 200 ? true : undefined));
+    // The reservation the failed purchase made was given back: someone else can buy item 2.
+    const other = await buy(base, 'other', item(2));
+    assert.equal(other.status, 200, 'item 2 was left reserved by a purchase PostgreSQL never confirmed');
+    assert.equal((await timed(`${base}/purchase?code=${code}`)).status, 409);
+    const confirmed = [
+      { code: before.code!, userId: 'early', itemId: item(1) },
+      { code: other.code!, userId: 'other', itemId: item(2) },
+    ];
+    const { byItem } = await auditSale(env.pg, sale, 2, confirmed);
+    assert.equal(byItem.size, 2);
+    await sweep(base, sale, 60, item, new Set(byItem.keys()));
+    proxy.down();
+  });
+});
+
+describe('kill -9 during load, then restart', () => {
+  it('keeps every 200 in PostgreSQL, and Redis and PostgreSQL agree again with nothing unsellable', async () => {
+    const ITEMS = 300;
+    const env = await newEnv({
+      SALE_ITEMS: String(ITEMS),
+      USER_LIMIT: '3',
+      RECONCILE_INTERVAL_MS: '1000',
+      LOG_LEVEL: 'warn',
+    });
+    const ports = [await freePort(), await freePort()];
+    const start = (port: number) => service({ ...env.env, PORT: String(port) });
+    const victim = start(ports[0]!);
+    start(ports[1]!);
+    const sale = await serviceReady(ports[0]!);
+    await serviceReady(ports[1]!);
+    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+    const confirmed = new Map<string, Confirmed>();
+    let stop = false;
+    const buyers = Array.from({ length: 100 }, async (_, b) => {
+      for (let n = 0; !stop; n++) {
+        const base = `http://127.0.0.1:${ports[(b + n) % 2]}`;
+        const r = await buy(base, `k${b}`, item(Math.floor(Math.random() * ITEMS))).catch(() => undefined);
+        if (r?.status === 200) confirmed.set(r.code!, { code: r.code!, userId: `k${b}`, itemId: '' });
+      }
+    });
+    await new Promise((r) => setTimeout(r, 800));
+    await victim.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    start(ports[0]!);
+    await serviceReady(ports[0]!);
+    const restartedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await Promise.all(buyers);
+
+    // Which item each confirmed code bought, from the codes' checkout attempts.
+    const { rows } = await env.pg.query<{ code: string; item_id: string }>(
+      `SELECT DISTINCT code, item_id FROM checkout_attempts WHERE code = ANY($1)`,
+      [[...confirmed.keys()]],
+    );
+    for (const r of rows) confirmed.get(r.code)!.itemId = r.item_id;
+    const { byItem } = await auditSale(env.pg, sale, 3, [...confirmed.values()]);
+
+    const redis = await createClient({ url: env.env.REDIS_URL }).connect();
+    const soldKey = `${env.env.REDIS_PREFIX}:{${sale}}:sold`;
+    await waitFor(
+      'Redis to agree with PostgreSQL',
+      async () => {
+        const sold = await redis.hGetAll(soldKey);
+        const inRedis = Object.entries(sold)
+          .filter(([k]) => k !== '|')
+          .map(([k, v]) => `${item(Number(k))}=${v.split('|')[0]}`)
+          .sort();
+        const { rows: pg } = await env.pg.query<{ item_id: string; code: string }>(
+          'SELECT item_id, code FROM purchases WHERE sale_id = $1',
+          [sale],
+        );
+        const inPg = pg.map((r) => `${r.item_id}=${r.code}`).sort();
+        return JSON.stringify(inRedis) === JSON.stringify(inPg) ? true : undefined;
+      },
+      10_000,
+    );
+    await redis.close();
+    await sweep(`http://127.0.0.1:${ports[0]}`, sale, ITEMS, item, new Set(byItem.keys()));
+    assert.ok(Date.now() - restartedAt < 12_000, 'convergence took too long');
+  });
+});
+
+describe('Redis that may evict keys (the guardrail)', () => {
+  it('with REDIS_EVICTION_POLICY_CHECK=refuse, start-up stops with a line naming maxmemory-policy; with warn, it starts and warns', async () => {
+    const env = await newEnv();
+    const redisPort = await freePort();
+    await redisOn(redisPort, '--maxmemory-policy', 'allkeys-lru');
+    const common = { ...env.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` };
+    const refused = service({ ...common, PORT: String(await freePort()), REDIS_EVICTION_POLICY_CHECK: 'refuse' });
+    assert.notEqual(await refused.exited, 0);
+    assert.match(refused.output(), /start-up failed: Redis maxmemory-policy is \\"allkeys-lru\\"/);
+    const port = await freePort();
+    const warned = service({ ...common, PORT: String(port), REDIS_EVICTION_POLICY_CHECK: 'warn' });
+    await serviceReady(port);
+    assert.match(warned.output(), /Redis maxmemory-policy is \\"allkeys-lru\\".*set it to noeviction/);
+  });
+});
+
+describe('load shedding', () => {
+  let env: TestEnv;
+  before(async () => {
+    env = await newEnv({ SALE_ITEMS: '1000', MAX_IN_FLIGHT: '1', LOG_LEVEL: 'silent' });
+  });
+
+  it('past MAX_IN_FLIGHT requests are shed with 503 UNAVAILABLE in the error shape, and counted', async () => {
+    const app = await env.app();
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    const sale = ((await (await fetch(`${base}/sales/active`)).json()) as { id: string }).id;
+    // Pages of 1,000 items keep each request busy long enough for the next ones to overlap.
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, () => fetch(`${base}/sales/${sale}/items?limit=1000`)),
+    );
+    const shed = answers.filter((r) => r.status === 503);
+    assert.ok(shed.length > 0, 'nothing was shed');
+    assert.ok(
+      answers.some((r) => r.status === 200),
+      'everything was shed',
+    );
+    for (const r of shed) {
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'UNAVAILABLE');
+      assert.equal(r.headers.get('retry-after'), '1');
+    }
+    const metric = await app.deps.metrics.registry.getSingleMetric('http_requests_shed_total')!.get();
+    assert.equal(metric.values.find((v) => v.labels.reason === 'in_flight')?.value, shed.length);
+  });
+});
