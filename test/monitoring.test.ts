@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+
+import { parse } from 'yaml';
+
+import { dashboard } from '../monitoring/dashboard.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const path = (p: string) => `${root}${p}`;
+const promtool = (...args: string[]) => execFileSync('promtool', args, { cwd: root, encoding: 'utf8' });
+const yaml = <T>(p: string) => parse(readFileSync(path(p), 'utf8')) as T;
+
+describe('the monitoring stack (monitoring/)', () => {
+  it('promtool check config accepts prometheus.yml, with the seed job, path, interval and labels', () => {
+    promtool('check', 'config', 'monitoring/prometheus/prometheus.yml');
+    const config = yaml<{ scrape_configs: Record<string, unknown>[] }>('monitoring/prometheus/prometheus.yml');
+    const job = config.scrape_configs.find((j) => j.job_name === 'flashsale') as {
+      metrics_path: string;
+      scrape_interval: string;
+      static_configs: { labels: Record<string, string> }[];
+    };
+    assert.equal(job.metrics_path, '/metrics');
+    assert.equal(job.scrape_interval, '5s');
+    assert.deepEqual(Object.keys(job.static_configs[0]!.labels).sort(), ['environment', 'instance']);
+  });
+
+  it('promtool check rules accepts every rule file, and every alert has summary, description, runbook and severity', () => {
+    const files = ['monitoring/prometheus/rules/alerts.yml', 'monitoring/prometheus/rules/slo.yml'];
+    promtool('check', 'rules', ...files);
+    const runbooks = readFileSync(path('docs/runbooks.md'), 'utf8');
+    for (const file of files) {
+      for (const group of yaml<{ groups: { rules: Record<string, unknown>[] }[] }>(file).groups) {
+        for (const rule of group.rules.filter((r) => r.alert)) {
+          const annotations = rule.annotations as Record<string, string>;
+          assert.deepEqual(Object.keys(annotations).sort(), ['description', 'runbook', 'summary'], String(rule.alert));
+          assert.ok(['critical', 'warning'].includes((rule.labels as { severity: string }).severity));
+          const anchor = annotations.runbook!.split('#')[1]!;
+          assert.equal(anchor, String(rule.alert).toLowerCase());
+          assert.match(runbooks, new RegExp(`^## ${rule.alert}$`, 'm'), `no runbook section for ${rule.alert}`);
+        }
+      }
+    }
+  });
+
+  it('promtool test rules: every alert fires when it should and stays quiet when it should', () => {
+    const out = promtool('test', 'rules', 'monitoring/prometheus/tests/alerts.test.yml');
+    assert.match(out, /SUCCESS/);
+    const tested = yaml<{ tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[] }>(
+      'monitoring/prometheus/tests/alerts.test.yml',
+    ).tests.flatMap((t) => t.alert_rule_test);
+    const alerts = ['alerts.yml', 'slo.yml'].flatMap((f) =>
+      yaml<{ groups: { rules: { alert?: string }[] }[] }>(`monitoring/prometheus/rules/${f}`).groups.flatMap((g) =>
+        g.rules.filter((r) => r.alert).map((r) => r.alert!),
+      ),
+    );
+    for (const alert of alerts) {
+      assert.ok(
+        tested.some((t) => t.alertname === alert && t.exp_alerts.length > 0),
+        `${alert} is never seen firing`,
+      );
+      assert.ok(
+        tested.some((t) => t.alertname === alert && t.exp_alerts.length === 0),
+        `${alert} is never seen quiet`,
+      );
+    }
+  });
+
+  it('the committed dashboard JSON is what monitoring/dashboard.ts generates (UPDATE_DASHBOARD=1 rewrites it)', () => {
+    const file = path('monitoring/grafana/dashboards/flashsale.json');
+    const generated = `${JSON.stringify(dashboard(), null, 2)}\n`;
+    if (process.env.UPDATE_DASHBOARD === '1') writeFileSync(file, generated);
+    assert.equal(readFileSync(file, 'utf8'), generated, 'stale dashboard: run npm run dashboard');
+    const rows = (dashboard().panels as { type: string; title: string }[])
+      .filter((p) => p.type === 'row')
+      .map((p) => p.title);
+    assert.deepEqual(rows, ['Four Golden Signals', 'Flash Sale Specific', 'Database & Cache', 'System Resources']);
+  });
+
+  it('docker-compose.yml mounts only files that exist, pins every image, and agrees with the Prometheus and Grafana config', () => {
+    type Service = {
+      image?: string;
+      build?: string;
+      volumes?: string[];
+      ports?: string[];
+      healthcheck?: object;
+      environment?: Record<string, string>;
+    };
+    const compose = yaml<{ services: Record<string, Service> }>('docker-compose.yml');
+    for (const [name, service] of Object.entries(compose.services)) {
+      assert.ok(service.healthcheck, `${name} has no health check`);
+      if (service.image) assert.match(service.image, /:v?\d+\.\d+/, `${name} image is not pinned to a version`);
+      for (const volume of service.volumes ?? []) {
+        const source = volume.split(':')[0]!;
+        if (source.startsWith('./')) assert.ok(existsSync(path(source.slice(2))), `${name} mounts missing ${source}`);
+      }
+    }
+    assert.ok(existsSync(path('Dockerfile')));
+    const target = (scrape: string) => {
+      const [host, port] = scrape.split(':');
+      assert.ok(compose.services[host!], `${scrape} names no Compose service`);
+      return { host: host!, port: port! };
+    };
+    const prom = yaml<{
+      scrape_configs: { static_configs: { targets: string[] }[] }[];
+      alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+    }>('monitoring/prometheus/prometheus.yml');
+    const app = target(prom.scrape_configs[0]!.static_configs[0]!.targets[0]!);
+    assert.equal(compose.services[app.host]!.environment!.PORT, app.port);
+    const am = target(prom.alerting.alertmanagers[0]!.static_configs[0]!.targets[0]!);
+    assert.ok(compose.services[am.host]!.ports!.some((p) => p.endsWith(`:${am.port}`)));
+    const grafana = yaml<{ datasources: { url: string }[] }>(
+      'monitoring/grafana/provisioning/datasources/prometheus.yml',
+    );
+    const url = new URL(grafana.datasources[0]!.url);
+    assert.ok(compose.services[url.hostname]!.ports!.some((p) => p.endsWith(`:${url.port}`)));
+    const redis = compose.services.redis!;
+    assert.ok(JSON.stringify(redis).includes('noeviction') && JSON.stringify(redis).includes('appendonly'));
+  });
+});
