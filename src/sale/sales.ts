@@ -183,9 +183,12 @@ export function createSales(deps: Infra) {
     const { rows } = await db.query<{ id: string; name: string; sold: boolean }>(
       'select',
       'items',
-      `SELECT i.id, i.name, p.item_id IS NOT NULL AS sold
-       FROM items i LEFT JOIN purchases p ON p.sale_id = i.sale_id AND p.item_id = i.id
-       WHERE i.sale_id = $1 AND i.idx >= $2 ORDER BY i.idx LIMIT $3`,
+      // EXISTS per row of the page, not a join: a sale created moments ago has
+      // no planner statistics yet, and the join was planned as a nested loop
+      // over the whole sale (30 ms a page instead of 0.1 ms).
+      `SELECT i.id, i.name,
+              EXISTS (SELECT 1 FROM purchases p WHERE p.sale_id = i.sale_id AND p.item_id = i.id) AS sold
+       FROM items i WHERE i.sale_id = $1 AND i.idx >= $2 ORDER BY i.idx LIMIT $3`,
       [saleId, offset, limit],
     );
     return rows;
