@@ -78,8 +78,8 @@ export function createPurchase(deps: PurchaseDeps) {
     const { rows } = await db.query<{ user_id: string; item_id: string }>(
       'select',
       'checkout_attempts',
-      'SELECT user_id, item_id FROM checkout_attempts WHERE code = $1 LIMIT 1',
-      [code],
+      'SELECT user_id, item_id FROM checkout_attempts WHERE sale_id = $1 AND code = $2 LIMIT 1',
+      [ids.saleIdOfCode(code), code],
     );
     return rows[0];
   }

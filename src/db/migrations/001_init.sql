@@ -50,6 +50,7 @@ CREATE TABLE checkout_attempts (
   attempted_at timestamptz NOT NULL,
   CHECK ((outcome = 'OK') = (code IS NOT NULL))
 );
-CREATE INDEX checkout_attempts_sale ON checkout_attempts (sale_id);
--- A code of an ended sale (410) or one Redis lost (adopted back) is found by it.
-CREATE INDEX checkout_attempts_code ON checkout_attempts (code) WHERE code IS NOT NULL;
+-- Only attempts that got a code are indexed: the rebuild reads a sale's codes,
+-- and a purchase looks a code up by (sale, code), the sale being the code's
+-- prefix. The refused attempts (most of a stampede) touch only the primary key.
+CREATE INDEX checkout_attempts_codes ON checkout_attempts (sale_id, code) WHERE code IS NOT NULL;

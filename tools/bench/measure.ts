@@ -1,0 +1,102 @@
+/** Readings from the outside: wrk's output, /proc, and the service's /metrics. */
+import { execFileSync, execSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+export interface WrkResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  non2xx: number;
+}
+
+const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[unit]!;
+
+export function wrk(
+  url: string,
+  seconds: number,
+  connections: number,
+  script?: string,
+  env: Record<string, string> = {},
+): WrkResult {
+  const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', ...(script ? ['-s', script] : []), url];
+  const out = execFileSync('wrk', args, { encoding: 'utf8', env: { ...process.env, ...env } });
+  const pct = (p: string) => {
+    const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)$`, 'm').exec(out);
+    return m ? ms(m[1]!, m[2]!) : NaN;
+  };
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
+    p50: pct('50'),
+    p99: pct('99'),
+    requests: Number(/(\d+) requests in/.exec(out)![1]),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+  };
+}
+
+/** The process and its children (cluster workers). */
+export function family(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = execSync(`pgrep -P ${pid}`, { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+  } catch {
+    // pgrep exits 1 when there are none
+  }
+  return [pid, ...children];
+}
+
+/** CPU seconds used so far (user + system) by these processes. */
+export function cpuSeconds(pids: number[]): number {
+  return pids.reduce((sum, pid) => {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return sum + (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 Hz)
+  }, 0);
+}
+
+/** Peak resident memory (VmHWM) of these processes, in MB. */
+export function peakRssMb(pids: number[]): number {
+  return pids.reduce((sum, pid) => {
+    const kb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+    return sum + kb / 1024;
+  }, 0);
+}
+
+/** Cumulative bucket counts of http_request_duration_seconds for checkout and purchase, by `le`. */
+export async function latencyBuckets(base: string): Promise<Map<number, number>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const buckets = new Map<number, number>();
+  for (const m of text.matchAll(/^http_request_duration_seconds_bucket\{([^}]*)\} (\d+)$/gm)) {
+    if (!/handler="(checkout|purchase)"/.test(m[1]!)) continue;
+    const raw = /le="([^"]+)"/.exec(m[1]!)![1]!;
+    const le = raw === '+Inf' ? Infinity : Number(raw);
+    buckets.set(le, (buckets.get(le) ?? 0) + Number(m[2]));
+  }
+  return buckets;
+}
+
+/** A quantile (ms) of the requests observed between two readings, interpolated as Prometheus does. */
+export function quantile(q: number, before: Map<number, number>, after: Map<number, number>): number {
+  const les = [...after.keys()].sort((a, b) => a - b);
+  const counts = les.map((le) => (after.get(le) ?? 0) - (before.get(le) ?? 0));
+  const total = counts.at(-1)!;
+  const rank = q * total;
+  for (let i = 0; i < les.length; i++) {
+    if (counts[i]! >= rank) {
+      const lower = i === 0 ? 0 : les[i - 1]!;
+      const upper = les[i]!;
+      if (upper === Infinity) return lower * 1000;
+      const below = i === 0 ? 0 : counts[i - 1]!;
+      return (lower + ((upper - lower) * (rank - below)) / Math.max(1, counts[i]! - below)) * 1000;
+    }
+  }
+  return NaN;
+}
+
+/** A metric's value summed over its series, from the text exposition. */
+export async function metricSum(base: string, name: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([\\d.e+-]+)$`, 'gm'))].reduce(
+    (s, m) => s + Number(m[1]),
+    0,
+  );
+}
