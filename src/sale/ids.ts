@@ -35,10 +35,15 @@ export function createIds(saleDurationSec: number, saleItems: number) {
   const indexWidth = Math.max(5, String(saleItems - 1).length);
   const saleIdPattern = `\\d{${idLength}}`;
 
+  // Every request asks for the current window: format it once per window.
+  let last: SaleWindow | undefined;
   function windowAt(epochMs: number): SaleWindow {
     const startsAt = Math.floor(epochMs / durationMs) * durationMs;
-    const compact = new Date(startsAt).toISOString().replace(/\D/g, ''); // YYYYMMDDHHmmssSSS
-    return { id: compact.slice(0, idLength), startsAt, endsAt: startsAt + durationMs };
+    if (last?.startsAt !== startsAt) {
+      const compact = new Date(startsAt).toISOString().replace(/\D/g, ''); // YYYYMMDDHHmmssSSS
+      last = { id: compact.slice(0, idLength), startsAt, endsAt: startsAt + durationMs };
+    }
+    return last;
   }
 
   /** The window a sale id names, or undefined if the id is not one this configuration issues. */
