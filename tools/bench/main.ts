@@ -6,13 +6,15 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import pg from 'pg';
 
 import { cpuSeconds, family, latencyBuckets, metricSum, peakRssMb, quantile, wrk, type WrkResult } from './measure.js';
+import { instrumentationShare } from './profile.js';
 
 const { values } = parseArgs({
   options: {
@@ -60,11 +62,12 @@ interface Row {
 }
 
 /** One load against a fresh database and a fresh service. */
-async function scenario(name: string, script: string, workers: number): Promise<Row> {
+async function scenario(name: string, script: string, workers: number, profileDir?: string): Promise<Row> {
   const db = `fs_bench_${randomBytes(4).toString('hex')}`;
   const port = await freePort();
   const started = Date.now();
-  const child = spawn(process.execPath, [`${root}dist/src/server.js`], {
+  const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const child = spawn(process.execPath, [...flags, `${root}dist/src/server.js`], {
     env: {
       ...process.env,
       PORT: String(port),
@@ -154,6 +157,13 @@ const rows: Row[] = [
   ...(workers > 1 ? [await scenario('stampede', 'stampede.lua', workers)] : []),
 ];
 
+// A shorter stampede under the V8 profiler, only to see what the metrics cost.
+const profileDir = mkdtempSync(join(tmpdir(), 'fs-bench-prof-'));
+await scenario('stampede (profiled)', 'stampede.lua', 1, profileDir);
+const instrumentation = instrumentationShare(join(profileDir, readdirSync(profileDir)[0]!));
+rmSync(profileDir, { recursive: true, force: true });
+log(`instrumentation: ${(instrumentation * 100).toFixed(1)}% of the service's busy CPU`);
+
 const stampede = rows[0]!;
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
@@ -171,6 +181,8 @@ const lines = [
   ),
   '',
   `Creating a 10,000-item sale: ${f(stampede.saleCreationMs, 0)} ms. Cold start to healthy: ${f(stampede.coldStartMs, 0)} ms.`,
+  '',
+  `Instrumentation (prom-client and the service's metrics code, in a CPU profile of a stampede): ${f(instrumentation * 100)}% of the service's busy CPU (aim: under 10%).`,
   '',
   '| target | measured | |',
   '|---|---|---|',
