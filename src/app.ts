@@ -85,7 +85,9 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     bodyLimit: 16 * 1024, // no route takes a body
     clientErrorHandler,
     frameworkErrors,
-    return503OnClosing: false, // instrument() answers 503 in the error shape instead
+    // While draining, requests already on open connections are served, not refused;
+    // instrument() closes those connections as they go idle.
+    return503OnClosing: false,
   });
   await app.register(swagger, {
     openapi: { info: { title: 'flashsale', version: '1.0.0', description: 'Hourly flash sales of generated items.' } },
