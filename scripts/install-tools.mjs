@@ -1,8 +1,20 @@
-// The tests drive real Prometheus and promtool (Debian's `prometheus` package)
-// and start their own redis-server. Install what is missing, when we can.
+// Installs the Debian tools a command drives, when they are missing and we
+// can (root): the tests use real Prometheus, promtool and their own
+// redis-server (`node scripts/install-tools.mjs test`); the bench uses wrk
+// (`node scripts/install-tools.mjs bench`).
 import { execSync } from 'node:child_process';
 
-const missing = ['promtool', 'prometheus', 'redis-server'].filter((tool) => {
+const needs = {
+  test: { promtool: 'prometheus', prometheus: 'prometheus', 'redis-server': 'redis-server' },
+  bench: { wrk: 'wrk' },
+};
+const wanted = needs[process.argv[2]];
+if (!wanted) {
+  console.error(`usage: install-tools.mjs ${Object.keys(needs).join('|')}`);
+  process.exit(2);
+}
+
+const missing = Object.keys(wanted).filter((tool) => {
   try {
     execSync(`command -v ${tool}`, { stdio: 'ignore' });
     return false;
@@ -11,7 +23,7 @@ const missing = ['promtool', 'prometheus', 'redis-server'].filter((tool) => {
   }
 });
 if (missing.length > 0) {
-  const packages = [...new Set(missing.map((tool) => (tool === 'redis-server' ? 'redis-server' : 'prometheus')))];
+  const packages = [...new Set(missing.map((tool) => wanted[tool]))];
   if (process.getuid?.() !== 0) {
     console.error(`missing ${missing.join(', ')}: install the Debian packages ${packages.join(' ')}`);
     process.exit(1);
