@@ -146,38 +146,3 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.ok(refused[1]! > 0 && refused[1]! <= 1000);
   });
 });
-
-describe('reconciler', () => {
-  let env: TestEnv;
-  let app: App;
-  before(async () => {
-    env = await testEnv({ SALE_ITEMS: '50' });
-    app = await env.app();
-  });
-  after(() => env.close());
-
-  it('gives back a reservation PostgreSQL never confirmed, and writes back a purchase Redis lost', async () => {
-    const { ids, redis, config, reconciler, clock } = app.deps;
-    const sale = ids.windowAt(clock.now()).id;
-    const keys = saleKeys(config.REDIS_PREFIX, sale);
-    // A confirmed purchase, then Redis loses it.
-    const bought = (await app.inject({ method: 'POST', url: `/checkout?user_id=a&id=${ids.itemId(sale, 1)}` })).json<{
-      code: string;
-    }>().code;
-    assert.equal((await app.inject({ method: 'POST', url: `/purchase?code=${bought}` })).statusCode, 200);
-    await redis.command('hdel', ['HDEL', keys.sold, '1']);
-    // A reservation whose request died before PostgreSQL (old enough, no lock).
-    const orphan = (await app.inject({ method: 'POST', url: `/checkout?user_id=b&id=${ids.itemId(sale, 2)}` })).json<{
-      code: string;
-    }>().code;
-    await redis.command('hset', ['HSET', keys.sold, '2', `${orphan}|1|${clock.now() - 10_000}`]);
-    await redis.command('hset', ['HSET', keys.users, 'b', '1', 'b|1', '2']);
-
-    assert.deepEqual(await reconciler.reconcile(sale), { missing: 1, leaked: 1 });
-    const sold = await redis.command<string[]>('hgetall', ['HGETALL', keys.sold]);
-    assert.deepEqual(sold.filter((_, i) => i % 2 === 0).sort(), ['1', '|']);
-    assert.deepEqual(await reconciler.reconcile(sale), { missing: 0, leaked: 0 });
-    // The orphaned item sells again.
-    assert.equal((await app.inject({ method: 'POST', url: `/purchase?code=${orphan}` })).statusCode, 200);
-  });
-});

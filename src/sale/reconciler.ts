@@ -19,7 +19,7 @@ export function createReconciler(deps: Infra) {
 
   async function reconcile(saleId: string) {
     const keys = saleKeys(config.REDIS_PREFIX, saleId);
-    // Redis first: a purchase confirmed after this read is simply not seen as leaked.
+    // Redis first: a purchase confirmed after this read is not mistaken for leaked.
     const [ready, soldFlat] = await Promise.all([
       redis.command<number>('exists', ['EXISTS', keys.ready]),
       redis.command<string[]>('hgetall', ['HGETALL', keys.sold]),
@@ -34,15 +34,19 @@ export function createReconciler(deps: Infra) {
     );
     const inRedis = new Map<string, string>();
     for (let i = 0; i < soldFlat.length; i += 2) if (soldFlat[i] !== '|') inRedis.set(soldFlat[i]!, soldFlat[i + 1]!);
-    const inPg = new Map(rows.map((r) => [String(ids.parseItemId(r.item_id).index), r]));
+    const indexOf = (r: (typeof rows)[number]) => String(ids.parseItemId(r.item_id).index);
+    const inPg = new Map(rows.map((r) => [indexOf(r), r]));
 
-    const missing = rows.filter((r) => {
-      const value = inRedis.get(String(ids.parseItemId(r.item_id).index));
-      return value?.split('|')[0] !== r.code;
-    });
-    const now = clock.now();
+    // A purchase reserved in Redis after the first read can be committed
+    // before PostgreSQL's read: ask Redis again about what looks missing.
+    const heldBy = (value: string | null | undefined, code: string) => value?.split('|')[0] === code;
+    const suspects = rows.filter((r) => !heldBy(inRedis.get(indexOf(r)), r.code));
+    const again = suspects.length
+      ? await redis.command<(string | null)[]>('hmget', ['HMGET', keys.sold, ...suspects.map(indexOf)])
+      : [];
+    const missing = suspects.filter((r, i) => !heldBy(again[i], r.code));
     const leaked = [...inRedis].filter(
-      ([index, value]) => !inPg.has(index) && now - Number(value.split('|')[2]) > RESERVATION_GRACE_MS,
+      ([index, value]) => !inPg.has(index) && clock.now() - Number(value.split('|')[2]) > RESERVATION_GRACE_MS,
     );
 
     const byUser = new Map<string, typeof rows>();

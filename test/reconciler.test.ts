@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import type { App } from '../src/app.js';
+import { saleKeys } from '../src/redis/keys.js';
+import { testEnv, type TestEnv } from './helpers.js';
+
+describe('reconciler', () => {
+  let env: TestEnv;
+  let app: App;
+  const post = async (url: string) => app.inject({ method: 'POST', url });
+  const checkout = async (user: string, itemId: string) =>
+    (await post(`/checkout?user_id=${user}&id=${itemId}`)).json<{ code: string }>().code;
+
+  before(async () => {
+    env = await testEnv({ SALE_ITEMS: '400', RATE_LIMIT_IP_PER_SEC: '0' });
+    app = await env.app();
+  });
+  after(() => env.close());
+
+  it('gives back a reservation PostgreSQL never confirmed, and writes back a purchase Redis lost', async () => {
+    const { ids, redis, config, reconciler, clock } = app.deps;
+    const sale = ids.windowAt(clock.now()).id;
+    const keys = saleKeys(config.REDIS_PREFIX, sale);
+    // A confirmed purchase, then Redis loses it.
+    const bought = await checkout('a', ids.itemId(sale, 1));
+    assert.equal((await post(`/purchase?code=${bought}`)).statusCode, 200);
+    await redis.command('hdel', ['HDEL', keys.sold, '1']);
+    // A reservation whose request died before PostgreSQL (old enough, no lock).
+    const orphan = await checkout('b', ids.itemId(sale, 2));
+    await redis.command('hset', ['HSET', keys.sold, '2', `${orphan}|1|${clock.now() - 10_000}`]);
+    await redis.command('hset', ['HSET', keys.users, 'b', '1', 'b|1', '2']);
+
+    assert.deepEqual(await reconciler.reconcile(sale), { missing: 1, leaked: 1 });
+    const sold = await redis.command<string[]>('hgetall', ['HGETALL', keys.sold]);
+    assert.deepEqual(sold.filter((_, i) => i % 2 === 0).sort(), ['1', '|']);
+    assert.deepEqual(await reconciler.reconcile(sale), { missing: 0, leaked: 0 });
+    // The orphaned item sells again.
+    assert.equal((await post(`/purchase?code=${orphan}`)).statusCode, 200);
+  });
+
+  it('takes no purchase confirmed during its pass for drift (no false alarm in a stampede)', async () => {
+    // The reconciling instance has one PostgreSQL connection, which a slow
+    // query holds: its pass reads Redis at once, then waits for PostgreSQL,
+    // and meanwhile another instance sells an item (Redis, then PostgreSQL).
+    const reconciling = await env.app({
+      env: { DB_POOL_SIZE: '1', DEPENDENCY_TIMEOUT_MS: '3000', RECONCILE_INTERVAL_MS: '3600000' },
+    });
+    const { ids, reconciler, clock, db } = reconciling.deps;
+    const sale = ids.windowAt(clock.now()).id;
+    const code = await checkout('late', ids.itemId(sale, 300));
+    const hold = db.query('select', 'none', 'SELECT pg_sleep(0.5)');
+    const pass = reconciler.reconcile(sale);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await post(`/purchase?code=${code}`)).statusCode, 200);
+    const { rows } = await env.pg.query('SELECT 1 FROM purchases WHERE code = $1', [code]);
+    assert.equal(rows.length, 1, 'the purchase must be in PostgreSQL before the pass reads it');
+
+    assert.deepEqual(await pass, { missing: 0, leaked: 0 });
+    await hold;
+  });
+});
