@@ -4,9 +4,8 @@
  * are measured per lock type. The purchase lock is taken inside purchase-7.lua
  * (to save a round trip) and reported here through `record`.
  */
-import { randomBytes } from 'node:crypto';
-
 import { children, type Metrics } from '../metrics/metrics.js';
+import { randomHex } from '../random.js';
 import type { Redis } from './redis.js';
 
 export type LockType = 'purchase' | 'rebuild' | 'reconcile';
@@ -14,6 +13,9 @@ export type LockType = 'purchase' | 'rebuild' | 'reconcile';
 /** How long a purchase lock lives if its owner dies before releasing it. */
 export const PURCHASE_LOCK_TTL_MS = 3000;
 export type LockFailure = 'contended' | 'error';
+
+/** 96 random bits: nobody else can release a lock it does not own. */
+const newToken = () => randomHex(12);
 
 export function createLocks(redis: Redis, metrics: Metrics) {
   const attempts = children(metrics.redisLockAttempts);
@@ -35,7 +37,7 @@ export function createLocks(redis: Redis, metrics: Metrics) {
 
   /** Takes the lock or returns undefined; the returned function releases it. */
   async function acquire(lockType: LockType, key: string, ttlMs: number) {
-    const token = randomBytes(12).toString('hex');
+    const token = newToken();
     record.attempt(lockType);
     let ok: string | null;
     try {
@@ -55,7 +57,7 @@ export function createLocks(redis: Redis, metrics: Metrics) {
     };
   }
 
-  return { acquire, record, newToken: () => randomBytes(12).toString('hex') };
+  return { acquire, record, newToken };
 }
 
 export type Locks = ReturnType<typeof createLocks>;
