@@ -73,6 +73,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const reconciler = createReconciler(infra);
   metrics.sources.configuredItems = config.SALE_ITEMS;
   metrics.sources.dbUp = () => db.ping(config.DEPENDENCY_TIMEOUT_MS);
+  metrics.sources.redisUp = () => redis.ping();
   metrics.sources.activeSale = async () => {
     const sale = await sales.info(ids.windowAt(clock.now()).id);
     return sale && { total: sale.total_items, sold: sale.items_sold };

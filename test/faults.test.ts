@@ -1,6 +1,7 @@
 /**
  * Faults, with real processes: a private redis-server killed and restarted
- * empty, PostgreSQL cut off by a TCP proxy, a service killed with SIGKILL
+ * empty, or stopped (SIGSTOP) with its connections open, PostgreSQL cut off
+ * by a TCP proxy, a service killed with SIGKILL
  * under load. Every scenario ends with the invariant audit.
  */
 import assert from 'node:assert/strict';
@@ -108,6 +109,70 @@ describe('Redis down, then back empty', () => {
     confirmed.push({ code: pending, userId: 'later', itemId: item(3) });
 
     const { byItem } = await auditSale(env.pg, sale, 2, confirmed);
+    await sweep(base, sale, 60, item, new Set(byItem.keys()));
+  });
+});
+
+describe('Redis hung (stopped, connection still open)', () => {
+  it('answers 503 within the dependency timeout, and after it resumes, a reservation it made too late is given back', async () => {
+    const env = await newEnv({ DEPENDENCY_TIMEOUT_MS: '500', RECONCILE_INTERVAL_MS: '1000' });
+    const redisPort = await freePort();
+    const redis = await redisOn(redisPort);
+    const port = await freePort();
+    service({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}` });
+    const sale = await serviceReady(port);
+    const base = `http://127.0.0.1:${port}`;
+    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+    const early = await buy(base, 'early', item(1));
+    assert.equal(early.status, 200);
+    const stuck = json<{ code: string }>({
+      body: await (await fetch(`${base}/checkout?user_id=stuck&id=${item(2)}`, { method: 'POST' })).text(),
+    }).code;
+
+    redis.child.kill('SIGSTOP');
+    try {
+      // Nothing refuses the connection: every command waits until its deadline.
+      for (const url of [`${base}/purchase?code=${stuck}`, `${base}/checkout?user_id=x&id=${item(3)}`]) {
+        const res = await timed(url);
+        assert.equal(res.status, 503, res.text);
+        assert.equal(JSON.parse(res.text).error.code, 'UNAVAILABLE');
+        assert.ok(Number(res.retryAfter) >= 1, 'Retry-After');
+        assert.ok(res.ms < 1000, `took ${res.ms} ms`);
+      }
+      const health = await timed(`${base}/health`, 'GET');
+      assert.equal(health.status, 503);
+      assert.equal(JSON.parse(health.text).services_status.redis, 'DOWN');
+      assert.ok(health.ms < 1000, `health took ${health.ms} ms`);
+      const metrics = await timed(`${base}/metrics`, 'GET');
+      assert.equal(metrics.status, 200);
+      assert.match(metrics.text, /^redis_up 0$/m, 'the connection looks open, but Redis does not answer');
+    } finally {
+      redis.child.kill('SIGCONT');
+    }
+
+    // Redis now runs the purchase it was sent while stopped: item 2 is
+    // reserved for a request that was already answered 503, and nobody
+    // retries it. The reconciler gives it back, well within 10 s.
+    const t0 = Date.now();
+    const refused = await timed(`${base}/checkout?user_id=other&id=${item(2)}`);
+    assert.equal(JSON.parse(refused.text).error?.code, 'ITEM_SOLD', 'the late reservation should hold item 2 at first');
+    const other = await waitFor('item 2 to be sellable again', async () => {
+      const r = await buy(base, 'other', item(2));
+      return r.status === 200 ? r : undefined;
+    });
+    assert.ok(Date.now() - t0 < 10_000, `item 2 was unsellable for ${Date.now() - t0} ms`);
+    assert.equal((await timed(`${base}/purchase?code=${stuck}`)).status, 409);
+    const confirmed = [
+      { code: early.code!, userId: 'early', itemId: item(1) },
+      { code: other.code!, userId: 'other', itemId: item(2) },
+    ];
+    const { byItem } = await auditSale(env.pg, sale, 2, confirmed);
+    assert.equal(byItem.size, 2);
+    const { rows } = await env.pg.query<{ outcome: string }>(
+      `SELECT outcome FROM checkout_attempts WHERE sale_id = $1 AND user_id = 'x'`,
+      [sale],
+    );
+    assert.deepEqual(rows, [{ outcome: 'UNAVAILABLE' }], 'the refused checkout is recorded with its outcome');
     await sweep(base, sale, 60, item, new Set(byItem.keys()));
   });
 });

@@ -30,18 +30,10 @@ export function healthRoutes(
   deps: { db: Db; redis: Redis; metrics: Metrics; timeoutMs: number },
 ) {
   const { db, redis, metrics, timeoutMs } = deps;
-  const redisUp = async () => {
-    if (!redis.isReady()) return false;
-    return redis.command('ping', ['PING']).then(
-      () => true,
-      () => false,
-    );
-  };
-
   app.get('/health', {
     config: { name: 'health' },
     handler: async (_request, reply) => {
-      const [database, cache] = await Promise.all([db.ping(timeoutMs), redisUp()]);
+      const [database, cache] = await Promise.all([db.ping(timeoutMs), redis.ping()]);
       const memory = process.memoryUsage();
       const body = {
         services_status: { app: 'UP', database: database ? 'UP' : 'DOWN', redis: cache ? 'UP' : 'DOWN' },

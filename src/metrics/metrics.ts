@@ -63,7 +63,7 @@ export interface ScrapeSources {
   pool?: () => { total: number; idle: number; waiting: number; max: number };
   activeSale?: () => Promise<{ total: number; sold: number } | undefined>;
   inFlight?: () => number;
-  redisReady?: () => boolean;
+  redisUp?: () => Promise<boolean>;
 }
 
 export function createMetrics() {
@@ -158,8 +158,8 @@ export function createMetrics() {
     REDIS_COMMAND_BUCKETS,
   );
   const redisCommandErrors = counter('redis_command_errors_total', 'Redis commands that failed', ['command']);
-  gauge('redis_up', 'Whether the Redis connection is ready (1) or not (0)', (g) =>
-    g.set(sources.redisReady?.() ? 1 : 0),
+  gauge('redis_up', 'Whether Redis answered a PING during this scrape (1) or not (0)', async (g) =>
+    g.set((await sources.redisUp?.()) ? 1 : 0),
   );
   const redisLockAttempts = counter('redis_lock_attempts_total', 'Total number of distributed lock attempts', [
     'lock_type',

@@ -46,7 +46,6 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     },
   });
   client.on('error', onError);
-  metrics.sources.redisReady = () => client.isReady;
   // Command timeouts: node-redis's per-command `timeout` option builds an
   // AbortSignal per call (4% of the service's CPU under load). Instead, one
   // sweep every tenth of the timeout fails commands past their deadline.
@@ -98,6 +97,17 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     command,
     script,
     isReady: () => client.isReady,
+    /**
+     * Whether Redis answers a PING within the command deadline. A connection
+     * can look ready while the server behind it is stopped or partitioned.
+     */
+    ping: () =>
+      client.isReady
+        ? command('ping', ['PING']).then(
+            () => true,
+            () => false,
+          )
+        : Promise.resolve(false),
     connect: () => client.connect(),
     /** Waits for replies to commands already sent; a client still trying to connect is just dropped. */
     async close() {
