@@ -59,4 +59,25 @@ describe('reconciler', () => {
     assert.deepEqual(await pass, { missing: 0, leaked: 0 });
     await hold;
   });
+
+  it('exports the drift of its last pass and when that pass completed, on the instance that ran it', async () => {
+    const { ids, redis, config, reconciler, clock, metrics } = app.deps;
+    const sale = ids.windowAt(clock.now()).id;
+    const keys = saleKeys(config.REDIS_PREFIX, sale);
+    const orphan = await checkout('c', ids.itemId(sale, 3));
+    await redis.command('hset', ['HSET', keys.sold, '3', `${orphan}|1|${clock.now() - 10_000}`]);
+    await redis.command('del', ['DEL', keys.reconcileLock]); // this round is ours, whatever the timers did
+    const before = clock.now() / 1000;
+
+    await reconciler.run();
+    const value = async (name: string, labels: Record<string, string> = {}) =>
+      (await metrics.registry.getSingleMetric(name)!.get()).values.find((v) =>
+        Object.entries(labels).every(([k, l]) => v.labels[k] === l),
+      )?.value;
+    assert.equal(await value('sale_reconcile_drift_items', { kind: 'unconfirmed_reservation' }), 1);
+    assert.equal(await value('sale_reconcile_drift_items', { kind: 'missing_in_redis' }), 0);
+    assert.ok((await value('sale_reconcile_runs_total', { outcome: 'ok' }))! >= 1);
+    const ranAt = (await value('sale_reconcile_last_run_timestamp_seconds'))!;
+    assert.ok(ranAt >= before && ranAt <= clock.now() / 1000, `last run at ${ranAt}`);
+  });
 });

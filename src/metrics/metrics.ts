@@ -187,6 +187,13 @@ export function createMetrics() {
   const reconcileRuns = counter('sale_reconcile_runs_total', 'Reconciliations of the active sale, by outcome', [
     'outcome',
   ]);
+  // Only the instance holding the round's lock reconciles: this tells whose
+  // drift gauge is current and whether anyone reconciles at all.
+  const reconcileLastRun = new Gauge({
+    name: 'sale_reconcile_last_run_timestamp_seconds',
+    help: 'When this instance last completed a reconciliation (Unix time)',
+    registers: [registry],
+  });
   const saleCreation = histogram(
     'sale_creation_duration_seconds',
     'Time to create a sale with all its items',
@@ -229,6 +236,7 @@ export function createMetrics() {
     shedTotal,
     reconcileDrift,
     reconcileRuns,
+    reconcileLastRun,
     saleCreation,
   };
 }

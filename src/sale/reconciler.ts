@@ -98,6 +98,7 @@ export function createReconciler(deps: Infra) {
       metrics.reconcileDrift.set({ kind: 'missing_in_redis' }, drift.missing);
       metrics.reconcileDrift.set({ kind: 'unconfirmed_reservation' }, drift.leaked);
       metrics.reconcileRuns.inc({ outcome: 'ok' });
+      metrics.reconcileLastRun.set(clock.now() / 1000);
     } catch (err) {
       metrics.reconcileRuns.inc({ outcome: 'error' });
       log.warn({ err: (err as Error).message }, 'reconciliation failed');
