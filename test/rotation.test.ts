@@ -36,6 +36,17 @@ describe('sale rotation across the hour, two instances sharing one clock', () =>
     ]);
   });
 
+  it('creates the next sale a full minute ahead even when the minute starts just after a tick', async () => {
+    // 60.5 s before the next hour, one tick happens; the next would come 59.5 s before.
+    const early = offsetClock();
+    const nextStart = Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000;
+    early.set(nextStart - 60_500);
+    const app = await env.app({ clock: early });
+    const next = app.deps.ids.windowAt(nextStart).id;
+    const { rows } = await env.pg.query('SELECT id FROM sales WHERE id = $1', [next]);
+    assert.equal(rows.length, 1, `the sale starting at ${new Date(nextStart).toISOString()} is not there yet`);
+  });
+
   it('with requests in flight across the boundary, a code of the ended sale gets 410 SALE_ENDED and a bought one still replays', async () => {
     const [a, b] = apps as [App, App];
     const old = json<{ id: string }>(await a.inject('/sales/active')).id;

@@ -145,11 +145,17 @@ export function createSales(deps: Infra) {
     throw unavailable('sale state (being rebuilt)');
   }
 
-  /** Creates the current sale, and the next one once its start is near. */
+  /** How often tick() runs (app.ts schedules it). */
+  const tickIntervalMs = Math.min(1000, (config.SALE_DURATION * 1000) / 4);
+
+  /**
+   * Creates the current sale, and the next one once its start is near: at
+   * least min(60 s, half a window) ahead, whatever the phase of the ticks.
+   */
   async function tick(): Promise<void> {
     const now = clock.now();
     const current = ids.windowAt(now);
-    const lead = Math.min(60_000, (config.SALE_DURATION * 1000) / 2);
+    const lead = Math.min(60_000, (config.SALE_DURATION * 1000) / 2) + tickIntervalMs;
     const upcoming = current.endsAt - now <= lead ? [current, ids.windowAt(current.endsAt)] : [current];
     for (const sale of upcoming) {
       await ensure(sale);
@@ -194,7 +200,7 @@ export function createSales(deps: Infra) {
     return rows;
   }
 
-  return { active, ensure, rebuild, tick, info, items };
+  return { active, ensure, rebuild, tick, tickIntervalMs, info, items };
 }
 
 export type Sales = ReturnType<typeof createSales>;
