@@ -141,6 +141,20 @@ describe('the HTTP API (PRODUCT.md §2)', () => {
       assert.deepEqual(rows, [{ n: 1 }]);
     });
 
+    it('clicked 12 times at once answers 200 twelve times with one body: one sale, the rest wait and replay', async () => {
+      // Within the code's burst (30): a request waiting for the code's lock must not spend more tokens.
+      const code = await codeFor('clicker', 42);
+      const answers = await Promise.all(Array.from({ length: 12 }, () => post(`/purchase?code=${code}`)));
+      assert.deepEqual(
+        answers.map((r) => r.statusCode),
+        Array(12).fill(200),
+        answers.map((r) => r.body).join('\n'),
+      );
+      assert.equal(new Set(answers.map((r) => r.body)).size, 1);
+      const { rows } = await env.pg.query(`SELECT count(*)::int AS n FROM purchases WHERE user_id = 'clicker'`);
+      assert.deepEqual(rows, [{ n: 1 }]);
+    });
+
     it('with a code nobody issued answers 404 CODE_NOT_FOUND', async () => {
       assertError(await post(`/purchase?code=${sale}-${'0'.repeat(32)}`), 404, 'CODE_NOT_FOUND');
     });

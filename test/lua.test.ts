@@ -19,7 +19,7 @@ describe('Lua scripts, run directly against Redis', () => {
       [keys.ready, keys.sold, keys.users, keys.codes, keys.owners, keys.userBucket(user), keys.ipBucket('ip')],
       [user, index, code, limit, Date.now(), 0, 1, 0, 1],
     );
-  const purchase = (code: string, token = 'tok', limit = 2) =>
+  const purchase = (code: string, token = 'tok', limit = 2, bucket = { rate: 0, charge: 1 }) =>
     run<(number | string)[]>(
       'purchase',
       [
@@ -31,7 +31,7 @@ describe('Lua scripts, run directly against Redis', () => {
         keys.codeBucket(code),
         keys.ipBucket('ip'),
       ],
-      [code, limit, token, 3000, 1000, 0, 1, 0, 1],
+      [code, limit, token, 3000, 1000, bucket.rate, 1, 0, 1, bucket.charge],
     );
 
   before(async () => {
@@ -62,6 +62,15 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.equal(reply[5], 1, 'a fresh reservation');
     assert.deepEqual(await purchase('c1', 'other'), [2]);
     assert.equal(await app.deps.redis.command('get', ['GET', keys.purchaseLock('c1')]), 'tok');
+  });
+
+  it('purchase-7: a request calling again (waiting for the lock) spends no token; a new request does', async () => {
+    await checkout('u', 1, 'c1');
+    const limited = { rate: 1, charge: 1 }; // burst 1: one token
+    assert.equal((await purchase('c1', 'tok', 2, limited))[0], 0);
+    assert.deepEqual(await purchase('c1', 'waiter', 2, { ...limited, charge: 0 }), [2]);
+    assert.deepEqual(await purchase('c1', 'waiter', 2, { ...limited, charge: 0 }), [2]);
+    assert.equal((await purchase('c1', 'another', 2, limited))[0], 5, 'a new request is RATE_LIMITED (5)');
   });
 
   it('checkout-7 and purchase-7: a sold item is ITEM_SOLD for others, but its buyer gets the code back', async () => {

@@ -187,7 +187,7 @@ export function createPurchase(deps: PurchaseDeps) {
     const deadline = Date.now() + config.DEPENDENCY_TIMEOUT_MS;
     let rebuilt = false;
     let adopted = false;
-    for (let conflicts = 0; ;) {
+    for (let conflicts = 0, calls = 0; ; calls++) {
       const reply = await redis.script<Reply>(
         'purchase',
         [
@@ -209,6 +209,7 @@ export function createPurchase(deps: PurchaseDeps) {
           config.RATE_LIMIT_USER_BURST,
           config.RATE_LIMIT_IP_PER_SEC,
           config.RATE_LIMIT_IP_BURST,
+          calls === 0 ? 1 : 0,
         ],
       );
       if (reply[0] !== -1 && reply[0] !== 1 && reply[0] !== 5) locks.record.attempt('purchase');
@@ -230,13 +231,18 @@ export function createPurchase(deps: PurchaseDeps) {
           if (adopted || !(await adopt(keys, code))) throw new AppError('CODE_NOT_FOUND');
           adopted = true;
           continue;
-        case 2:
+        case 2: {
           // Another request is buying with this code right now: wait for it,
-          // then answer what it did (a replay) instead of racing it.
+          // then answer what it did (a replay) instead of racing it. Once its
+          // purchase is in PostgreSQL, every waiter answers at once rather
+          // than taking the lock in turn.
           locks.record.failed('purchase', 'contended');
+          const replayed = await stored.add(code);
+          if (replayed) return { outcome: 'replay' as const, body: body(replayed) };
           if (Date.now() > deadline) throw unavailable('purchase in progress for this code');
           await new Promise((r) => setTimeout(r, LOCK_RETRY_MS));
           continue;
+        }
         case 3:
           locks.record.acquired('purchase')();
           throw new AppError('ITEM_SOLD', ids.itemId(saleId, Number(reply[1])));

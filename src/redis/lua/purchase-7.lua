@@ -10,6 +10,8 @@
   KEYS[6] code bucket, KEYS[7] ip bucket (token buckets)
   ARGV[1] code  ARGV[2] user limit  ARGV[3] lock token  ARGV[4] lock ttl (ms)
   ARGV[5] now (ms)  ARGV[6] code rate/s  ARGV[7] code burst  ARGV[8] ip rate/s  ARGV[9] ip burst
+  ARGV[10] 1 to charge the buckets, 0 when the same request calls again (waiting
+           for the lock, after a rebuild or a conflict): one request, one token
 
   Returns {0, user, index, slot, purchased_at_ms, fresh} reserved, lock held
   (fresh = 1 when reserved by this call, 0 when the code already held it)
@@ -20,9 +22,11 @@
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local now = tonumber(ARGV[5])
-local wait = take(KEYS[7], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
-if wait == 0 then wait = take(KEYS[6], tonumber(ARGV[6]), tonumber(ARGV[7]), now) end
-if wait > 0 then return {5, wait} end
+if ARGV[10] == '1' then
+  local wait = take(KEYS[7], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
+  if wait == 0 then wait = take(KEYS[6], tonumber(ARGV[6]), tonumber(ARGV[7]), now) end
+  if wait > 0 then return {5, wait} end
+end
 
 local code = ARGV[1]
 local owner = redis.call('HGET', KEYS[2], code)
