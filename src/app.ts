@@ -3,6 +3,8 @@
  * here, once, and closed here (onClose). Nothing in this file listens, reads
  * the environment or exits; server.ts owns the process.
  */
+import { METHODS } from 'node:http';
+
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -14,7 +16,14 @@ import type { Config } from './config.js';
 import { createDb } from './db/db.js';
 import { AppError } from './errors.js';
 import { healthRoutes } from './health/routes.js';
-import { clientErrorHandler, frameworkErrors, registerErrorHandling, sendError } from './http/errors.js';
+import {
+  clientErrorHandler,
+  frameworkErrors,
+  refuseConnect,
+  registerErrorHandling,
+  requireHost,
+  sendError,
+} from './http/errors.js';
 import { instrument } from './http/instrument.js';
 import type { Infra } from './infra.js';
 import { createMetrics } from './metrics/metrics.js';
@@ -33,8 +42,6 @@ export interface AppOptions {
   clock?: Clock;
   logger?: Logger;
 }
-
-const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
 
 /** Logs a failing dependency once when it fails and once when it recovers, not on every retry. */
 function outageLogger(log: Logger, what: string, where: string) {
@@ -84,6 +91,13 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     // Per-request log lines cost more than the request at 15k/s; metrics count requests.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 16 * 1024, // no route takes a body
+    // A slow client must not hold a connection, or a SIGTERM drain, for ever.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: config.REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: 1000, // how often those timeouts are enforced (Node's default: 30 s)
+      requireHostHeader: false, // checked by requireHost, to answer in the error shape
+    },
     clientErrorHandler,
     frameworkErrors,
     // While draining, requests already on open connections are served, not refused;
@@ -95,6 +109,19 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   });
   registerErrorHandling(app);
   instrument(app, metrics, config.MAX_IN_FLIGHT);
+  app.addHook('onRequest', requireHost);
+  app.server.on('connect', refuseConnect);
+  // No route takes a body: one sent anyway is read (so an oversized one gets
+  // 413) and ignored, whatever its Content-Type, so `curl -d ''` works too.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined));
+  // Every method Node's parser accepts (but CONNECT, refused above) is routed,
+  // so a known path answers 405 to any of them. QUERY is made bodyless: Fastify
+  // would otherwise refuse it without a Content-Type before it could get a 405.
+  for (const method of METHODS) {
+    if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method);
+  }
+  app.addHttpMethod('QUERY', { overrideExisting: true });
   // A known path with the wrong method answers 405, not 404: remember each path's methods.
   const allowed = new Map<string, Set<string>>();
   app.addHook('onRoute', (route) => {
@@ -113,7 +140,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   for (const [url, registered] of [...allowed]) {
     const methods = [...registered]; // a copy: the 405 route below is reported to onRoute too
     app.route({
-      method: METHODS.filter((m) => !methods.includes(m)),
+      method: app.supportedMethods.filter((m) => !methods.includes(m)),
       url,
       config: { name: 'method_not_allowed' },
       schema: { hide: true },
@@ -144,7 +171,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     });
     if (redis.isReady()) await checkEvictionPolicy(redis, config, log);
     await tick();
-    every(Math.min(1000, (config.SALE_DURATION * 1000) / 4), tick);
+    every(sales.tickIntervalMs, tick);
     every(config.RECONCILE_INTERVAL_MS, reconciler.run);
   });
   app.addHook('onClose', async () => {

@@ -71,6 +71,8 @@ const schema = {
   WORKERS: { parse: integer(1, 64), default: '1' },
   /** Upper bound on one Redis command or PostgreSQL query before it counts as down. */
   DEPENDENCY_TIMEOUT_MS: { parse: integer(50, 60_000), default: '1000' },
+  /** Longest a client may take to send a whole request before it gets 408 (bounds a SIGTERM drain too). */
+  REQUEST_TIMEOUT_MS: { parse: integer(1000, 600_000), default: '10000' },
   /** Requests in flight per instance before new ones are shed with 503. */
   MAX_IN_FLIGHT: { parse: integer(1, 1_000_000), default: '2048' },
   /** Token bucket per user per sale: sustained requests per second and burst. */

@@ -16,6 +16,7 @@ const catalogue = {
     message: (limit: string) => `user has reached the limit of ${limit} items in this sale`,
   },
   SALE_ENDED: { status: 410, message: (id: string) => `sale ${id} has ended` },
+  REQUEST_TIMEOUT: { status: 408, message: () => 'the request did not arrive in time' },
   PAYLOAD_TOO_LARGE: { status: 413, message: () => 'request is too large' },
   HEADERS_TOO_LARGE: { status: 431, message: () => 'request line or headers are too large' },
   RATE_LIMITED: { status: 429, message: () => 'too many requests, retry later' },

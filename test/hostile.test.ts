@@ -78,33 +78,6 @@ describe('hostile input', () => {
           payload: `{"a":"${'x'.repeat(200_000)}"}`,
         },
       ],
-      [
-        'broken JSON body',
-        {
-          method: 'POST',
-          url: `/checkout?user_id=u&id=${item}`,
-          headers: { 'content-type': 'application/json' },
-          payload: '{"a":',
-        },
-      ],
-      [
-        'odd content type',
-        {
-          method: 'POST',
-          url: `/checkout?user_id=u&id=${item}`,
-          headers: { 'content-type': 'application/x-evil' },
-          payload: 'x',
-        },
-      ],
-      [
-        'proto pollution body',
-        {
-          method: 'POST',
-          url: `/checkout?user_id=u&id=${item}`,
-          headers: { 'content-type': 'application/json' },
-          payload: '{"__proto__":{"x":1}}',
-        },
-      ],
       ['limit as float', { method: 'GET', url: `/sales/${sale}/items?limit=1.5` }],
       ['limit in hex', { method: 'GET', url: `/sales/${sale}/items?limit=0x10` }],
       ['limit in exponent form', { method: 'GET', url: `/sales/${sale}/items?limit=1e3` }],

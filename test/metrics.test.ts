@@ -197,6 +197,7 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
     const res = await down.inject('/health');
     assert.ok(Date.now() - t0 < 2000, 'health took too long');
     assert.equal(res.statusCode, 503);
+    assert.equal(res.headers['retry-after'], '1');
     assert.deepEqual(json<{ services_status: object }>(res).services_status, {
       app: 'UP',
       database: 'UP',

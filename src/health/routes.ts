@@ -41,7 +41,8 @@ export function healthRoutes(
         memory: { alloc: memory.heapUsed, total_alloc: memory.heapTotal, sys: memory.rss, num_gc: gcCount },
         goroutines: process.getActiveResourcesInfo().length + (metrics.sources.inFlight?.() ?? 0),
       };
-      return reply.code(database && cache ? 200 : 503).send(body);
+      if (!(database && cache)) reply.code(503).header('retry-after', '1');
+      return reply.send(body);
     },
   });
 }

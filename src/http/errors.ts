@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
-import { AppError } from '../errors.js';
+import { AppError, invalid } from '../errors.js';
 
 export const errorSchema = {
   type: 'object',
@@ -32,9 +32,10 @@ function fromFastify(err: FastifyError, request: FastifyRequest): AppError {
       { properties?: Record<string, { description?: string }> } | undefined;
     const rule = schema?.properties?.[field]?.description;
     const why = params.missingProperty ? 'is required' : `is invalid${rule ? `: ${rule}` : ''}`;
-    return new AppError('INVALID_REQUEST', `${field} ${why}`, undefined, field);
+    return invalid(field, why);
   }
   if (err.statusCode === 413) return new AppError('PAYLOAD_TOO_LARGE');
+  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return invalid('content-type', 'is malformed');
   if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
     return new AppError('INVALID_REQUEST', err.message.replace(/^FST_\w+: /, ''));
   }
@@ -48,22 +49,43 @@ export function sendError(reply: FastifyReply, error: AppError) {
   return reply.code(error.status).type('application/json').send({ error: body });
 }
 
-/**
- * Requests Node's HTTP parser rejects (malformed, or URL and headers over
- * Node's 16 KiB limit) never reach a route: answer them on the socket, in the
- * same error shape, and close it.
- */
-export function clientErrorHandler(err: Error & { code?: string }, socket: Duplex) {
+/** Answers on the raw socket, in the error shape, and closes it: for requests that never reach a route. */
+function answerOnSocket(socket: Duplex, error: AppError) {
   if (!socket.writable) return socket.destroy();
-  const error =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? new AppError('HEADERS_TOO_LARGE')
-      : new AppError('INVALID_REQUEST', 'malformed HTTP request');
   const body = JSON.stringify({ error: { code: error.code, message: error.message } });
   socket.end(
     `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
+}
+
+/**
+ * Requests Node's HTTP server rejects (malformed, URL and headers over Node's
+ * 16 KiB limit, or not all arrived within the request timeout).
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Duplex) {
+  answerOnSocket(
+    socket,
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new AppError('HEADERS_TOO_LARGE')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new AppError('REQUEST_TIMEOUT')
+        : new AppError('INVALID_REQUEST', 'malformed HTTP request'),
+  );
+}
+
+/** CONNECT (a proxy tunnel) is taken off Node's request path; without this, the socket is just dropped. */
+export function refuseConnect(_request: unknown, socket: Duplex) {
+  answerOnSocket(socket, new AppError('METHOD_NOT_ALLOWED', 'CONNECT'));
+}
+
+/** HTTP/1.1 requires Host; Node would refuse its absence with an empty 400, so it is checked here instead. */
+export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void) {
+  if (request.headers.host === undefined && request.raw.httpVersion === '1.1') {
+    void sendError(reply, new AppError('INVALID_REQUEST', 'the Host header is required', undefined, 'host'));
+    return;
+  }
+  done();
 }
 
 /** Errors Fastify raises before a route runs (a bad URL, an over-long path parameter). */

@@ -51,12 +51,14 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales;
       // Infinity, which slips past `maximum`, and also accepts 0x10 and 1e3.
       querystring: Type.Object({
         offset: Type.String({
-          pattern: '^\\d{1,8}$',
+          pattern: '^0*\\d{1,8}$',
+          maxLength: 16,
           default: '0',
           description: 'must be an integer from 0 to 99999999',
         }),
         limit: Type.String({
-          pattern: '^(1000|[1-9]\\d{0,2})$',
+          pattern: '^0*(1000|[1-9]\\d{0,2})$',
+          maxLength: 16,
           default: '100',
           description: 'must be an integer from 1 to 1000',
         }),
