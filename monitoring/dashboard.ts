@@ -11,6 +11,8 @@ const datasource = { type: 'prometheus', uid: 'prometheus' } as const;
 interface Target {
   expr: string;
   legendFormat: string;
+  /** A unit other than the panel's: the series gets its own axis, on the right. */
+  unit?: string;
 }
 
 interface Panel {
@@ -20,6 +22,8 @@ interface Panel {
   targets: Target[];
   description?: string;
   max?: number;
+  /** Ask for the last value only: for stats whose query is too heavy to run at every step of the range. */
+  instant?: boolean;
 }
 
 interface Row {
@@ -27,9 +31,23 @@ interface Row {
   panels: Panel[];
 }
 
-const q = (expr: string, legendFormat = '') => ({ expr, legendFormat });
+const q = (expr: string, legendFormat = '', unit?: string): Target => ({
+  expr,
+  legendFormat,
+  ...(unit ? { unit } : {}),
+});
 const HTTP = 'job="flashsale"';
 const SELLING = `${HTTP},handler=~"checkout|purchase"`;
+/** Users' requests: what FlashsaleHighErrorRate counts. */
+const USERS = `${HTTP},handler!~"health|metrics"`;
+/** Instances whose reconciliation drift gauge is current: they completed a pass in the last minute. */
+const FRESH_PASS = `on (job, instance) (time() - sale_reconcile_last_run_timestamp_seconds{${HTTP}} < 60)`;
+/** A 5xx share that is 0, not missing, before the first 5xx series exists. */
+const share = (selector: string, by = '') =>
+  `(sum${by} (rate(http_requests_total{${selector},status_code=~"5.."}[$__rate_interval])) or 0 * sum${by} (rate(http_requests_total{${selector}}[$__rate_interval]))) / sum${by} (rate(http_requests_total{${selector}}[$__rate_interval]))`;
+/** Remaining share of a 30-day budget, from the SLO rules' per-job 5-minute rates. */
+const budgetLeft = (spent: string, allowed: number) =>
+  `1 - (sum(sum_over_time(flashsale:${spent}:rate5m{${HTTP}}[30d])) / sum(sum_over_time(flashsale:slo_requests:rate5m{${HTTP}}[30d]))) / ${allowed}`;
 
 export const rows: Row[] = [
   {
@@ -68,14 +86,31 @@ export const rows: Row[] = [
         ],
       },
       {
-        title: 'Saturation: in flight, shed, event-loop utilisation',
+        title: 'Errors: share of requests answered 5xx',
+        type: 'timeseries',
+        unit: 'percentunit',
+        description:
+          "All users' requests (everything but /health and /metrics), as FlashsaleHighErrorRate counts them (it fires above 5%), and checkout and purchase alone, as the availability SLO counts them (its budget is 0.1%).",
+        targets: [q(share(USERS), 'all but health, metrics'), q(share(SELLING, ' by (handler)'), '{{handler}}')],
+      },
+      {
+        title: 'Saturation: requests in flight and shed',
         type: 'timeseries',
         unit: 'short',
+        description: 'Requests being served (all instances), and requests refused by the in-flight cap per second.',
         targets: [
           q(`sum(http_requests_in_flight{${HTTP}})`, 'in flight'),
-          q(`sum(rate(http_requests_shed_total{${HTTP}}[$__rate_interval])) or vector(0)`, 'shed/s'),
-          q(`max(nodejs_eventloop_utilization_ratio{${HTTP}})`, 'event loop busy'),
+          q(`sum(rate(http_requests_shed_total{${HTTP}}[$__rate_interval])) or vector(0)`, 'shed/s', 'reqps'),
         ],
+      },
+      {
+        title: 'Saturation: event-loop utilisation',
+        type: 'timeseries',
+        unit: 'percentunit',
+        max: 1,
+        description:
+          "Share of time the busiest instance's event loop was busy between two scrapes: a Node process saturates at 100%.",
+        targets: [q(`max(nodejs_eventloop_utilization_ratio{${HTTP}})`, 'busiest instance')],
       },
     ],
   },
@@ -123,17 +158,13 @@ export const rows: Row[] = [
         ],
       },
       {
-        title: 'Error budget remaining (99.9% availability, this range)',
+        title: 'Error budgets remaining (last 30 days)',
         type: 'stat',
         unit: 'percentunit',
+        instant: true,
         description:
-          'Share of the 0.1% error budget not yet spent by 5xx answers to checkout and purchase over the selected range.',
-        targets: [
-          q(
-            `1 - ((sum(increase(http_requests_total{${SELLING},status_code=~"5.."}[$__range])) or vector(0)) / sum(increase(http_requests_total{${SELLING}}[$__range]))) / 0.001`,
-            'budget left',
-          ),
-        ],
+          'Share of the 30-day budgets of checkout and purchase left now: availability allows 0.1% of requests to answer 5xx, latency 1% to take over 250 ms. Below 0 the SLO is missed. Computed from the SLO recording rules (monitoring/prometheus/rules/slo.yml), over the last 30 days or as much of them as Prometheus holds.',
+        targets: [q(budgetLeft('slo_errors', 0.001), 'availability'), q(budgetLeft('slo_slow', 0.01), 'latency')],
       },
     ],
   },
@@ -174,34 +205,66 @@ export const rows: Row[] = [
         ],
       },
       {
-        title: 'Lock contention',
+        title: 'Lock contention: attempts that found the lock taken',
         type: 'timeseries',
-        unit: 'short',
+        unit: 'percentunit',
+        description:
+          'By lock type. High for reconcile and rebuild by design when several instances run (one wins each round, the others skip or wait); for purchase it means requests racing on one code, and FlashsaleLockContention fires above 20%.',
         targets: [
           q(
-            `sum by (lock_type) (rate(redis_lock_attempts_total{${HTTP}}[$__rate_interval]))`,
-            'attempts/s {{lock_type}}',
-          ),
-          q(
-            `sum by (lock_type) (rate(redis_lock_failure_total{${HTTP}}[$__rate_interval])) or vector(0)`,
-            'failures/s {{lock_type}}',
-          ),
-          q(
-            `histogram_quantile(0.95, sum by (le, lock_type) (rate(redis_lock_duration_seconds_bucket{${HTTP}}[$__rate_interval])))`,
-            'hold p95 {{lock_type}}',
+            `(sum by (lock_type) (rate(redis_lock_failure_total{${HTTP},reason="contended"}[$__rate_interval])) or 0 * sum by (lock_type) (rate(redis_lock_attempts_total{${HTTP}}[$__rate_interval]))) / sum by (lock_type) (rate(redis_lock_attempts_total{${HTTP}}[$__rate_interval]))`,
+            '{{lock_type}}',
           ),
         ],
       },
       {
-        title: 'Dependency errors and drift',
+        title: 'Lock attempts and failures',
         type: 'timeseries',
-        unit: 'short',
+        unit: 'ops',
+        targets: [
+          q(
+            `sum by (lock_type) (rate(redis_lock_attempts_total{${HTTP}}[$__rate_interval]))`,
+            'attempts {{lock_type}}',
+          ),
+          q(
+            `sum by (lock_type, reason) (rate(redis_lock_failure_total{${HTTP}}[$__rate_interval])) or vector(0)`,
+            'failures {{lock_type}} {{reason}}',
+          ),
+        ],
+      },
+      {
+        title: 'Lock hold time P95',
+        type: 'timeseries',
+        unit: 's',
+        description: 'The reconcile lock is never released (it expires, so the others skip the round): no hold time.',
+        targets: [
+          q(
+            `histogram_quantile(0.95, sum by (le, lock_type) (rate(redis_lock_duration_seconds_bucket{${HTTP}}[$__rate_interval])))`,
+            '{{lock_type}}',
+          ),
+        ],
+      },
+      {
+        title: 'Dependency errors and up',
+        type: 'timeseries',
+        unit: 'ops',
+        description: 'Failed queries and commands per second; up is 1 while every instance reaches the dependency.',
         targets: [
           q(`sum(rate(db_query_errors_total{${HTTP}}[$__rate_interval])) or vector(0)`, 'db errors/s'),
           q(`sum(rate(redis_command_errors_total{${HTTP}}[$__rate_interval])) or vector(0)`, 'redis errors/s'),
-          q(`sum by (kind) (sale_reconcile_drift_items{${HTTP}})`, 'drift {{kind}}'),
-          q(`min(db_up{${HTTP}})`, 'db up'),
-          q(`min(redis_up{${HTTP}})`, 'redis up'),
+          q(`min(db_up{${HTTP}})`, 'db up', 'bool_yes_no'),
+          q(`min(redis_up{${HTTP}})`, 'redis up', 'bool_yes_no'),
+        ],
+      },
+      {
+        title: 'Reconciler: drift found and time since the last pass',
+        type: 'timeseries',
+        unit: 'short',
+        description:
+          'Items on which Redis disagreed with PostgreSQL (repaired), from instances that completed a pass in the last minute (the others keep an old value); and how long ago any instance completed one (FlashsaleReconcilerStalled fires above 5 minutes).',
+        targets: [
+          q(`max by (kind) (sale_reconcile_drift_items{${HTTP}} and ${FRESH_PASS})`, 'drift {{kind}}'),
+          q(`time() - max(sale_reconcile_last_run_timestamp_seconds{${HTTP}})`, 'since the last pass', 's'),
         ],
       },
     ],
@@ -229,24 +292,29 @@ export const rows: Row[] = [
         ],
       },
       {
-        title: 'Garbage collection time per second',
+        title: 'Garbage collection: share of time',
         type: 'timeseries',
-        unit: 's',
+        unit: 'percentunit',
+        description: 'Seconds spent in GC per second, by kind, summed over instances.',
         targets: [q(`sum by (kind) (rate(nodejs_gc_duration_seconds_sum{${HTTP}}[$__rate_interval]))`, '{{kind}}')],
       },
       {
         title: 'CPU and active handles',
         type: 'timeseries',
         unit: 'short',
-        description: "Active libuv handles are Node's counterpart of the seed's goroutine count.",
+        description:
+          "CPU as a share of one core (above 100% counts V8's and libuv's helper threads). Active libuv handles are Node's counterpart of the seed's goroutine count.",
         targets: [
-          q(`rate(process_cpu_seconds_total{${HTTP}}[$__rate_interval])`, 'cpu cores {{instance}}'),
+          q(`rate(process_cpu_seconds_total{${HTTP}}[$__rate_interval])`, 'cpu {{instance}}', 'percentunit'),
           q(`nodejs_active_handles_total{${HTTP}}`, 'active handles {{instance}}'),
         ],
       },
     ],
   },
 ];
+
+/** Grafana's query ids: A, B, C… */
+const refId = (n: number) => String.fromCharCode(65 + n);
 
 /** Lays the rows out on Grafana's 24-column grid and returns the dashboard model. */
 export function dashboard() {
@@ -273,7 +341,19 @@ export function dashboard() {
         gridPos: { h: 8, w: 12, x: (i % 2) * 12, y: y + Math.floor(i / 2) * 8 },
         fieldConfig: {
           defaults: { unit: p.unit, ...(p.max === undefined ? {} : { min: 0, max: p.max }) },
-          overrides: [],
+          overrides: p.targets.flatMap((t, n) =>
+            t.unit
+              ? [
+                  {
+                    matcher: { id: 'byFrameRefID', options: refId(n) },
+                    properties: [
+                      { id: 'unit', value: t.unit },
+                      { id: 'custom.axisPlacement', value: 'right' },
+                    ],
+                  },
+                ]
+              : [],
+          ),
         },
         options:
           p.type === 'timeseries'
@@ -281,9 +361,10 @@ export function dashboard() {
             : { reduceOptions: { calcs: ['lastNotNull'] } },
         targets: p.targets.map((t, n) => ({
           datasource,
-          refId: String.fromCharCode(65 + n),
+          refId: refId(n),
           expr: t.expr,
           legendFormat: t.legendFormat,
+          ...(p.instant ? { instant: true, range: false } : {}),
         })),
       });
     });
