@@ -4,8 +4,17 @@
  */
 export interface Bought {
   code: string;
+  /** As the purchase's 200 says, not as the tool asked. */
   userId: string;
   itemId: string;
+  /** What the code was checked out for. */
+  checkedOut: { userId: string; itemId: string };
+}
+
+export interface Observed {
+  bought: Bought[];
+  /** Purchases whose outcome stayed unknown (no answer or 5xx, even when re-sent). */
+  unknown: number;
 }
 
 export interface SaleState {
@@ -16,18 +25,33 @@ export interface SaleState {
 export interface AuditResult {
   ok: boolean;
   confirmed: number;
+  unknown: number;
   problems: string[];
 }
 
 /**
- * `exclusive`: the tool was the only buyer of this sale, so every sold item
- * must be one it saw confirmed, and the counts must be equal.
+ * `before` and `after` are the sale's state around the run, so a second run on
+ * the same sale is judged on its own purchases. `exclusive`: the tool was the
+ * only buyer during the run, so the sale's count must have grown by exactly
+ * what it saw confirmed (plus at most the unknown outcomes).
  */
-export function audit(bought: Bought[], sale: SaleState, userLimit: number, exclusive: boolean): AuditResult {
+export function audit(
+  observed: Observed,
+  before: SaleState,
+  after: SaleState,
+  userLimit: number,
+  exclusive: boolean,
+): AuditResult {
   const problems: string[] = [];
   const byItem = new Map<string, string>();
   const perUser = new Map<string, Set<string>>();
-  for (const b of bought) {
+  for (const b of observed.bought) {
+    const asked = b.checkedOut;
+    if (b.itemId !== asked.itemId || b.userId !== asked.userId) {
+      problems.push(
+        `code ${b.code} was checked out for ${asked.itemId} by ${asked.userId}, but confirmed ${b.itemId} to ${b.userId}`,
+      );
+    }
     const owner = byItem.get(b.itemId);
     if (owner !== undefined && owner !== b.code) problems.push(`item ${b.itemId} was confirmed to two codes`);
     byItem.set(b.itemId, b.code);
@@ -37,13 +61,22 @@ export function audit(bought: Bought[], sale: SaleState, userLimit: number, excl
     if (items.size > userLimit) problems.push(`user ${user} was confirmed ${items.size} items, limit ${userLimit}`);
   }
   for (const item of byItem.keys()) {
-    if (!sale.soldItems.has(item)) problems.push(`item ${item} was confirmed but the service lists it unsold`);
+    if (before.soldItems.has(item)) problems.push(`item ${item} was sold before the run, and confirmed again in it`);
+    else if (!after.soldItems.has(item)) problems.push(`item ${item} was confirmed but the service lists it unsold`);
   }
-  if (exclusive && sale.itemsSold !== byItem.size) {
-    problems.push(`the service counts ${sale.itemsSold} items sold, the tool saw ${byItem.size} confirmed`);
+  if (exclusive) {
+    const sold = after.itemsSold - before.itemsSold;
+    if (sold < byItem.size || sold > byItem.size + observed.unknown) {
+      const unknown = observed.unknown > 0 ? ` and ${observed.unknown} with unknown outcome` : '';
+      problems.push(
+        `the service counts ${sold} items sold during the run, the tool saw ${byItem.size} confirmed${unknown}` +
+          ' (if others were buying too, pass --shared)',
+      );
+    }
+    // Only without other buyers: one of them could buy between reading the count and the pages.
+    if (after.soldItems.size !== after.itemsSold) {
+      problems.push(`items_sold is ${after.itemsSold} but ${after.soldItems.size} items are flagged sold`);
+    }
   }
-  if (sale.soldItems.size !== sale.itemsSold) {
-    problems.push(`items_sold is ${sale.itemsSold} but ${sale.soldItems.size} items are flagged sold`);
-  }
-  return { ok: problems.length === 0, confirmed: byItem.size, problems };
+  return { ok: problems.length === 0, confirmed: byItem.size, unknown: observed.unknown, problems };
 }
