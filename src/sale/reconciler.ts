@@ -45,8 +45,9 @@ export function createReconciler(deps: Infra) {
       ? await redis.command<(string | null)[]>('hmget', ['HMGET', keys.sold, ...suspects.map(indexOf)])
       : [];
     const missing = suspects.filter((r, i) => !heldBy(again[i], r.code));
+    const now = clock.now();
     const leaked = [...inRedis].filter(
-      ([index, value]) => !inPg.has(index) && clock.now() - Number(value.split('|')[2]) > RESERVATION_GRACE_MS,
+      ([index, value]) => !inPg.has(index) && now - Number(value.split('|')[2]) > RESERVATION_GRACE_MS,
     );
 
     const byUser = new Map<string, typeof rows>();
