@@ -11,7 +11,7 @@ import { pino } from 'pino';
 
 import { buildApp, describeUrl } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { migrate } from './db/migrate.js';
+import { migrate, MigrationChanged } from './db/migrate.js';
 
 async function migrateWhenReachable(config: Config, log: pino.Logger) {
   for (let attempt = 1; ; attempt++) {
@@ -20,9 +20,12 @@ async function migrateWhenReachable(config: Config, log: pino.Logger) {
       if (applied.length > 0) log.info({ applied }, 'database migrated');
       return;
     } catch (err) {
-      const message = (err as Error).message;
+      if (err instanceof MigrationChanged) {
+        log.fatal({ err }, `start-up refused: ${err.message}`);
+        process.exit(1);
+      }
       if (attempt === 1 || attempt % 10 === 0) {
-        log.error({ err: message }, `PostgreSQL unreachable at ${describeUrl(config.DATABASE_URL)}, retrying`);
+        log.error({ err }, `PostgreSQL unreachable at ${describeUrl(config.DATABASE_URL)}, retrying`);
       }
       await new Promise((r) => setTimeout(r, 1000));
     }
