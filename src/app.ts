@@ -13,7 +13,10 @@ import { createCheckout } from './checkout/checkout.js';
 import { checkoutRoutes } from './checkout/routes.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
+import { attemptsTable } from './db/attempts.js';
 import { createDb } from './db/db.js';
+import { purchasesTable } from './db/purchases.js';
+import { salesTables } from './db/sales.js';
 import { AppError } from './errors.js';
 import { healthRoutes } from './health/routes.js';
 import {
@@ -68,23 +71,21 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const log = logger ?? pino({ level: config.LOG_LEVEL });
   const metrics = createMetrics();
   const db = createDb(config, metrics);
+  const data = {
+    sales: salesTables(db),
+    purchases: purchasesTable(db, config.DEPENDENCY_TIMEOUT_MS),
+    attempts: attemptsTable(db, config.DEPENDENCY_TIMEOUT_MS),
+  };
   const redisOutage = outageLogger(log, 'Redis', describeUrl(config.REDIS_URL));
   const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));
   redis.client.on('ready', () => redisOutage.recovered());
   const locks = createLocks(redis, metrics);
   const ids = createIds(config.SALE_DURATION, config.SALE_ITEMS);
-  const infra: Infra = { config, clock, log, metrics, db, redis, locks, ids };
+  const infra: Infra = { config, clock, log, metrics, db, data, redis, locks, ids };
   const sales = createSales(infra);
   const checkout = createCheckout({ ...infra, sales });
   const purchase = createPurchase({ ...infra, sales });
   const reconciler = createReconciler(infra);
-  metrics.sources.configuredItems = config.SALE_ITEMS;
-  metrics.sources.dbUp = () => db.ping(config.DEPENDENCY_TIMEOUT_MS);
-  metrics.sources.redisUp = () => redis.ping();
-  metrics.sources.activeSale = async () => {
-    const sale = await sales.info(ids.windowAt(clock.now()).id);
-    return sale && { total: sale.total_items, sold: sale.items_sold };
-  };
 
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger, // pino's Logger is wider than Fastify's logger type
@@ -108,7 +109,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     openapi: { info: { title: 'flashsale', version: '1.0.0', description: 'Hourly flash sales of generated items.' } },
   });
   registerErrorHandling(app);
-  instrument(app, metrics, config.MAX_IN_FLIGHT);
+  const requests = instrument(app, metrics, config.MAX_IN_FLIGHT);
   app.addHook('onRequest', requireHost);
   app.server.on('connect', refuseConnect);
   // No route takes a body: one sent anyway is read (so an oversized one gets
@@ -132,7 +133,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   checkoutRoutes(app, { ids, checkout });
   purchaseRoutes(app, { ids, purchase });
   saleRoutes(app, { ids, sales, saleItems: config.SALE_ITEMS });
-  healthRoutes(app, { db, redis, metrics, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
+  healthRoutes(app, { db, redis, inFlight: requests.inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
   metricsRoutes(app, metrics);
   app.get('/openapi.json', { config: { name: 'openapi' }, schema: { hide: true } }, async () => app.swagger());
 
@@ -160,8 +161,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     }, ms);
     timers.add(timer);
   };
-  const tick = () =>
-    sales.tick().catch((err: Error) => log.warn({ err: err.message }, 'could not prepare the sale yet'));
+  const tick = () => sales.tick().catch((err: unknown) => log.warn({ err }, 'could not prepare the sale yet'));
 
   app.addHook('onReady', async () => {
     redis.connect().catch(() => {}); // resolves once connected; retries by itself until then
@@ -177,7 +177,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   app.addHook('onClose', async () => {
     running = false;
     for (const timer of timers) clearTimeout(timer);
-    await Promise.all([checkout.drain(), purchase.drain()]);
+    await Promise.all([data.attempts.drain(), data.purchases.drain()]);
     await redis.close().catch(() => {});
     await db.close();
   });

@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import type { App } from '../src/app.js';
+import { createMetrics } from '../src/metrics/metrics.js';
 import { json, testEnv, type TestEnv } from './helpers.js';
 
 /** Parses the text exposition into series -> value. */
@@ -210,5 +211,22 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
     assert.equal(checkout.statusCode, 503);
     assert.equal(checkout.headers['retry-after'], '1');
     assert.ok(Date.now() - started < 5000);
+  });
+});
+
+describe('metrics producers', () => {
+  it('every state gauge the metrics module declares has a producer once the app is built', async () => {
+    const env = await testEnv();
+    try {
+      const app = await env.app();
+      assert.deepEqual(app.deps.metrics.unproduced(), []);
+    } finally {
+      await env.close();
+    }
+  });
+
+  it('a declared gauge nobody produces fails the scrape instead of exporting 0', async () => {
+    const metrics = createMetrics();
+    await assert.rejects(metrics.registry.metrics(), /has no producer/);
   });
 });

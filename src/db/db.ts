@@ -9,7 +9,7 @@ import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
 import { children, type Metrics } from '../metrics/metrics.js';
 
-export type QueryType = 'select' | 'insert' | 'update' | 'delete' | 'ddl';
+export type QueryType = 'select' | 'insert';
 
 export function createDb(config: Config, metrics: Metrics) {
   const pool = new pg.Pool({
@@ -23,12 +23,6 @@ export function createDb(config: Config, metrics: Metrics) {
   });
   // An idle client losing its server emits here; the next query reconnects.
   pool.on('error', () => {});
-  metrics.sources.pool = () => ({
-    total: pool.totalCount,
-    idle: pool.idleCount,
-    waiting: pool.waitingCount,
-    max: config.DB_POOL_SIZE,
-  });
 
   const duration = children(metrics.dbQueryDuration);
   const failures = children(metrics.dbQueryErrors);
@@ -79,6 +73,17 @@ export function createDb(config: Config, metrics: Metrics) {
     );
     return Promise.race([probe, timeout]);
   }
+
+  metrics.produce(
+    ['db_connections_active', 'db_connections_idle', 'db_connections_waiting', 'db_connections_max'],
+    ([active, idle, waiting, max]) => {
+      active.set(pool.totalCount - pool.idleCount);
+      idle.set(pool.idleCount);
+      waiting.set(pool.waitingCount);
+      max.set(config.DB_POOL_SIZE);
+    },
+  );
+  metrics.produce(['db_up'], async ([up]) => up.set((await ping(config.DEPENDENCY_TIMEOUT_MS)) ? 1 : 0));
 
   return { query, transaction, ping, close: () => pool.end() };
 }

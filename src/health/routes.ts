@@ -8,7 +8,6 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
 
 import type { Db } from '../db/db.js';
-import type { Metrics } from '../metrics/metrics.js';
 import type { Redis } from '../redis/redis.js';
 
 const startedAt = Date.now();
@@ -27,9 +26,9 @@ export function goDuration(ms: number): string {
 
 export function healthRoutes(
   app: FastifyInstance,
-  deps: { db: Db; redis: Redis; metrics: Metrics; timeoutMs: number },
+  deps: { db: Db; redis: Redis; inFlight: () => number; timeoutMs: number },
 ) {
-  const { db, redis, metrics, timeoutMs } = deps;
+  const { db, redis, inFlight, timeoutMs } = deps;
   app.get('/health', {
     config: { name: 'health' },
     handler: async (_request, reply) => {
@@ -39,7 +38,7 @@ export function healthRoutes(
         services_status: { app: 'UP', database: database ? 'UP' : 'DOWN', redis: cache ? 'UP' : 'DOWN' },
         uptime: goDuration(Date.now() - startedAt),
         memory: { alloc: memory.heapUsed, total_alloc: memory.heapTotal, sys: memory.rss, num_gc: gcCount },
-        goroutines: process.getActiveResourcesInfo().length + (metrics.sources.inFlight?.() ?? 0),
+        goroutines: process.getActiveResourcesInfo().length + inFlight(),
       };
       if (!(database && cache)) reply.code(503).header('retry-after', '1');
       return reply.send(body);

@@ -28,7 +28,7 @@ declare module 'fastify' {
 
 export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: number) {
   let inFlight = 0;
-  metrics.sources.inFlight = () => inFlight;
+  metrics.produce(['http_requests_in_flight'], ([g]) => g.set(inFlight));
   app.decorateRequest('outcome', '');
 
   // While draining, connections that go idle after close() began (their last
@@ -83,4 +83,6 @@ export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: 
       else purchaseFailure(reason(outcome, purchaseReasons)).inc();
     }
   }
+
+  return { inFlight: () => inFlight };
 }

@@ -56,20 +56,65 @@ export function children<C>(metric: { labels(...values: string[]): C }): (...val
   };
 }
 
-/** Sources read on scrape; app.ts wires them once the pool and sales exist. */
-export interface ScrapeSources {
-  configuredItems?: number;
-  dbUp?: () => Promise<boolean>;
-  pool?: () => { total: number; idle: number; waiting: number; max: number };
-  activeSale?: () => Promise<{ total: number; sold: number } | undefined>;
-  inFlight?: () => number;
-  redisUp?: () => Promise<boolean>;
-}
+/**
+ * Gauges that describe another module's state, computed on scrape. This
+ * module declares them (names and help in one place); each owner registers
+ * the producer that sets them (`metrics.produce`). A gauge nobody produces
+ * fails the scrape instead of exporting 0, and `unproduced()` names it.
+ */
+const STATE_GAUGES = {
+  sale_items_total: 'Total number of items in sale',
+  sale_items_sold: 'Number of items sold in sale',
+  sale_items_configured: 'Items every sale should have (SALE_ITEMS)',
+  db_up: 'Whether PostgreSQL answered a probe during this scrape (1) or not (0)',
+  db_connections_active: 'Database connections in use',
+  db_connections_idle: 'Idle database connections',
+  db_connections_waiting: 'Queries waiting for a database connection',
+  db_connections_max: 'Configured size of the database pool',
+  redis_up: 'Whether Redis answered a PING during this scrape (1) or not (0)',
+  http_requests_in_flight: 'Requests being served right now',
+} as const;
+export type StateGauge = keyof typeof STATE_GAUGES;
 
 export function createMetrics() {
   const registry = new Registry();
-  const sources: ScrapeSources = {};
   collectDefaultMetrics({ register: registry });
+
+  const stateGauges = new Map<StateGauge, client.Gauge>();
+  const producers = new Map<StateGauge, () => Promise<void>>();
+  for (const [name, help] of Object.entries(STATE_GAUGES) as [StateGauge, string][]) {
+    stateGauges.set(
+      name,
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        async collect() {
+          const produce = producers.get(name);
+          if (!produce) throw new Error(`metric ${name} has no producer`);
+          await produce();
+        },
+      }),
+    );
+  }
+  /**
+   * Registers the producer of some state gauges: it runs once per scrape for
+   * all of them (gauges read together share one read), and must not throw.
+   */
+  function produce<const N extends readonly StateGauge[]>(
+    names: N,
+    set: (gauges: { [I in keyof N]: client.Gauge }) => void | Promise<void>,
+  ) {
+    let running: Promise<void> | undefined;
+    const once = () =>
+      (running ??= Promise.resolve(
+        set(names.map((n) => stateGauges.get(n)!) as { [I in keyof N]: client.Gauge }),
+      ).finally(() => setImmediate(() => (running = undefined))));
+    for (const name of names) {
+      if (producers.has(name)) throw new Error(`metric ${name} has two producers`);
+      producers.set(name, once);
+    }
+  }
 
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
     new Counter<L>({ name, help, labelNames, registers: [registry] });
@@ -98,25 +143,6 @@ export function createMetrics() {
     'status_code',
   ]);
 
-  let saleSnapshot: Promise<{ total: number; sold: number } | undefined> | undefined;
-  // Both sale gauges read one snapshot per scrape.
-  const readSale = () =>
-    (saleSnapshot ??= (sources.activeSale?.() ?? Promise.resolve(undefined)).finally(() => {
-      setImmediate(() => (saleSnapshot = undefined));
-    }));
-  gauge('sale_items_total', 'Total number of items in sale', async (g) => {
-    const sale = await readSale().catch(() => undefined);
-    g.set(sale?.total ?? 0);
-  });
-  gauge('sale_items_sold', 'Number of items sold in sale', async (g) => {
-    const sale = await readSale().catch(() => undefined);
-    g.set(sale?.sold ?? 0);
-  });
-
-  gauge('sale_items_configured', 'Items every sale should have (SALE_ITEMS)', (g) =>
-    g.set(sources.configuredItems ?? 0),
-  );
-
   const checkoutAttempts = counter('checkout_attempts_total', 'Total number of checkout attempts');
   const checkoutSuccess = counter('checkout_success_total', 'Total number of successful checkouts');
   const checkoutFailure = counter('checkout_failure_total', 'Checkout attempts that failed, by error code', ['reason']);
@@ -138,19 +164,6 @@ export function createMetrics() {
     DB_QUERY_BUCKETS,
   );
   const dbQueryErrors = counter('db_query_errors_total', 'Database queries that failed', ['query_type', 'table']);
-  gauge('db_up', 'Whether PostgreSQL answered a probe during this scrape (1) or not (0)', async (g) =>
-    g.set((await sources.dbUp?.()) ? 1 : 0),
-  );
-  gauge('db_connections_active', 'Database connections in use', (g) => {
-    const pool = sources.pool?.();
-    g.set(pool ? pool.total - pool.idle : 0);
-  });
-  gauge('db_connections_idle', 'Idle database connections', (g) => g.set(sources.pool?.().idle ?? 0));
-  gauge('db_connections_waiting', 'Queries waiting for a database connection', (g) =>
-    g.set(sources.pool?.().waiting ?? 0),
-  );
-  gauge('db_connections_max', 'Configured size of the database pool', (g) => g.set(sources.pool?.().max ?? 0));
-
   const redisCommandDuration = histogram(
     'redis_command_duration_seconds',
     'Duration of Redis commands in seconds',
@@ -158,9 +171,6 @@ export function createMetrics() {
     REDIS_COMMAND_BUCKETS,
   );
   const redisCommandErrors = counter('redis_command_errors_total', 'Redis commands that failed', ['command']);
-  gauge('redis_up', 'Whether Redis answered a PING during this scrape (1) or not (0)', async (g) =>
-    g.set((await sources.redisUp?.()) ? 1 : 0),
-  );
   const redisLockAttempts = counter('redis_lock_attempts_total', 'Total number of distributed lock attempts', [
     'lock_type',
   ]);
@@ -177,7 +187,6 @@ export function createMetrics() {
   );
 
   const shedTotal = counter('http_requests_shed_total', 'Requests refused before any work, by why', ['reason']);
-  gauge('http_requests_in_flight', 'Requests being served right now', (g) => g.set(sources.inFlight?.() ?? 0));
   const reconcileDrift = new Gauge({
     name: 'sale_reconcile_drift_items',
     help: 'Differences between Redis and PostgreSQL found by the last reconciliation of the active sale',
@@ -215,7 +224,9 @@ export function createMetrics() {
 
   return {
     registry,
-    sources,
+    produce,
+    /** State gauges declared here that no owner produces (a test keeps this empty). */
+    unproduced: () => [...stateGauges.keys()].filter((name) => !producers.has(name)),
     httpRequestDuration,
     httpRequestsTotal,
     checkoutAttempts,

@@ -53,7 +53,7 @@ export function createLocks(redis: Redis, metrics: Metrics) {
     const held = record.acquired(lockType);
     return async () => {
       held();
-      await redis.script('unlock', [key], [token]);
+      await redis.scripts.unlock(key, token);
     };
   }
 

@@ -1,44 +1,30 @@
 /**
- * The Redis connection. Every command and script goes through `command` or
- * `script`, which time it into redis_command_duration_seconds{command} and
- * count failures. The offline queue is off and every command has a timeout, so
- * while Redis is down a request fails fast instead of queueing behind it.
+ * The Redis connection. Every command and script goes through here, timed
+ * into redis_command_duration_seconds{command} with failures counted. The
+ * offline queue is off and every call has a deadline, so while Redis is down
+ * a request fails fast instead of queueing behind it.
+ *
+ * Which server answers matters: a Redis restarted from an old snapshot or an
+ * AOF that lost its tail, or a replica promoted before it caught up, holds a
+ * sale's state from the past, `ready` key included. So `ready` holds the
+ * run_id of the server the state was loaded into, the scripts compare it with
+ * the run_id of the server this connection reached (read on every new
+ * connection before any script runs), and state loaded into another server
+ * process is never trusted: it is rebuilt from PostgreSQL first.
  */
-import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-
 import { createClient, ErrorReply } from 'redis';
 
 import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
 import { children, type Metrics } from '../metrics/metrics.js';
-
-const LUA_DIR = new URL('./lua/', import.meta.url);
-
-/**
- * Scripts are files named <name>-<number of keys>.lua. `--@include f.lua`
- * inlines a shared helper. EVALSHA names a script by the hash of its text, so
- * two deployed versions can never run each other's script.
- */
-function loadScripts() {
-  const read = (file: string) => readFileSync(new URL(file, LUA_DIR), 'utf8');
-  const scripts = new Map<string, { source: string; sha: string; keys: number }>();
-  for (const file of readdirSync(LUA_DIR)) {
-    const match = /^([a-z]+)-(\d+)\.lua$/.exec(file);
-    if (!match) continue;
-    const source = read(file).replace(/^--@include (\S+)$/gm, (_, inc: string) => read(inc));
-    scripts.set(match[1]!, { source, sha: createHash('sha1').update(source).digest('hex'), keys: Number(match[2]) });
-  }
-  return scripts;
-}
-
-export type ScriptName = 'checkout' | 'purchase' | 'release' | 'unlock' | 'sync' | 'reclaim';
+import { SCRIPTS, type CheckoutInput, type PurchaseInput, type ReleaseInput, type SyncInput } from './scripts.js';
+import type { SaleKeys } from './keys.js';
 
 export function createRedis(config: Config, metrics: Metrics, onError: (err: Error) => void) {
-  const scripts = loadScripts();
   const client = createClient({
     url: config.REDIS_URL,
     disableOfflineQueue: true,
+    scripts: SCRIPTS,
     socket: {
       connectTimeout: config.DEPENDENCY_TIMEOUT_MS,
       // Reconnect forever, backing off to at most one attempt a second.
@@ -57,57 +43,98 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     },
     Math.max(10, config.DEPENDENCY_TIMEOUT_MS / 10),
   ).unref();
-  const withDeadline = <T>(call: Promise<T>) =>
-    new Promise<T>((resolve, reject) => {
-      const entry = { deadline: Date.now() + config.DEPENDENCY_TIMEOUT_MS, reject };
-      pending.add(entry);
-      call.then(resolve, reject).finally(() => pending.delete(entry));
-    });
 
   const duration = children(metrics.redisCommandDuration);
   const failures = children(metrics.redisCommandErrors);
 
-  async function command<T>(name: string, args: string[]): Promise<T> {
+  /** Times one call under the command deadline; a dead server becomes 503 UNAVAILABLE. */
+  async function timed<T>(name: string, call: Promise<T>): Promise<T> {
     const end = duration(name).startTimer();
+    let entry: { deadline: number; reject: (err: Error) => void } | undefined;
     try {
-      return (await withDeadline(client.sendCommand(args))) as T;
+      return await new Promise<T>((resolve, reject) => {
+        entry = { deadline: Date.now() + config.DEPENDENCY_TIMEOUT_MS, reject };
+        pending.add(entry);
+        call.then(resolve, reject);
+      });
     } catch (err) {
       failures(name).inc();
       throw serverDown(err) ? unavailable('redis') : err;
     } finally {
+      pending.delete(entry!);
       end();
     }
   }
 
-  async function script<T>(name: ScriptName, keys: string[], args: (string | number)[]): Promise<T> {
-    const s = scripts.get(name);
-    if (!s || s.keys !== keys.length) throw new Error(`script ${name} takes ${s?.keys} keys, got ${keys.length}`);
-    const argv = [String(keys.length), ...keys, ...args.map(String)];
-    try {
-      return await command<T>(name, ['EVALSHA', s.sha, ...argv]);
-    } catch (err) {
-      // First use on this server (or after a restart or SCRIPT FLUSH): EVAL loads it.
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      return command<T>(name, ['EVAL', s.source, ...argv]);
-    }
+  const command = <T>(name: string, args: string[]) => timed(name, client.sendCommand(args) as Promise<T>);
+
+  // The run_id of the server this connection reached. Forgotten on every new
+  // connection, and read again (INFO) before the first script on it.
+  let serverId: string | undefined;
+  let reading: Promise<string> | undefined;
+  let connection = 0;
+  client.on('connect', () => {
+    connection++;
+    serverId = undefined;
+    reading = undefined;
+  });
+  function server(): string | Promise<string> {
+    if (serverId) return serverId;
+    const on = connection;
+    const read = (reading ??= command<string>('info', ['INFO', 'server']).then((info) => {
+      const id = /^run_id:(\w+)/m.exec(info)?.[1];
+      if (!id) throw new Error('Redis INFO server has no run_id');
+      if (on === connection) serverId = id;
+      return id;
+    }));
+    read.finally(() => reading === read && (reading = undefined)).catch(() => {});
+    return read;
   }
+  /** Runs a script that checks `ready` against this server's id (synchronously when the id is known: the hot path). */
+  function onServer<T>(name: string, call: (id: string) => Promise<T>): Promise<T> {
+    const id = server();
+    return typeof id === 'string' ? timed(name, call(id)) : id.then((known) => timed(name, call(known)));
+  }
+
+  const ping = () =>
+    client.isReady
+      ? command('ping', ['PING']).then(
+          () => true,
+          () => false,
+        )
+      : Promise.resolve(false);
+  metrics.produce(['redis_up'], async ([up]) => up.set((await ping()) ? 1 : 0));
 
   return {
     client,
     command,
-    script,
+    /** The scripts, one typed entry each (src/redis/scripts.ts). */
+    scripts: {
+      checkout: (p: CheckoutInput) => onServer('checkout', (id) => client.checkout(p, id)),
+      purchase: (p: PurchaseInput) => onServer('purchase', (id) => client.purchase(p, id)),
+      release: (p: ReleaseInput) => timed('release', client.release(p)),
+      unlock: (key: string, token: string) => timed('unlock', client.unlock(key, token)),
+      sync: (p: SyncInput) => timed('sync', client.sync(p)),
+      reclaim: (keys: SaleKeys, index: number, seen: string) => timed('reclaim', client.reclaim(keys, index, seen)),
+    },
+    /**
+     * Whether a sale's state in Redis was loaded into this very server; marks
+     * it so when `mark` (the end of a rebuild). Anything else is rebuilt first.
+     */
+    async loaded(keys: SaleKeys): Promise<boolean> {
+      const id = await server();
+      return (await command<string | null>('get', ['GET', keys.ready])) === id;
+    },
+    async markLoaded(keys: SaleKeys, expireAtMs: number) {
+      const id = await server();
+      await command('set', ['SET', keys.ready, id, 'PXAT', String(expireAtMs)]);
+    },
     isReady: () => client.isReady,
     /**
      * Whether Redis answers a PING within the command deadline. A connection
      * can look ready while the server behind it is stopped or partitioned.
      */
-    ping: () =>
-      client.isReady
-        ? command('ping', ['PING']).then(
-            () => true,
-            () => false,
-          )
-        : Promise.resolve(false),
+    ping,
     connect: () => client.connect(),
     /** Waits for replies to commands already sent; a client still trying to connect is just dropped. */
     async close() {

@@ -7,73 +7,64 @@
  * RECONCILE_INTERVAL_MS; the drift it found is exported as
  * sale_reconcile_drift_items{kind}.
  */
+import type { PurchaseRow } from '../db/purchases.js';
 import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
 import { PURCHASE_LOCK_TTL_MS } from '../redis/lock.js';
+import { parseSold } from '../redis/scripts.js';
 
 /** A reservation younger than this may still be on its way to PostgreSQL. */
 const RESERVATION_GRACE_MS = PURCHASE_LOCK_TTL_MS;
 
 export function createReconciler(deps: Infra) {
-  const { config, db, redis, locks, ids, clock, metrics, log } = deps;
+  const { config, data, redis, locks, ids, clock, metrics, log } = deps;
+  const indexOf = (itemId: string) => ids.parseItemId(itemId).index;
 
   async function reconcile(saleId: string) {
     const keys = saleKeys(config.REDIS_PREFIX, saleId);
     // Redis first: a purchase confirmed after this read is not mistaken for leaked.
-    const [ready, soldFlat] = await Promise.all([
-      redis.command<number>('exists', ['EXISTS', keys.ready]),
+    const [loaded, soldFlat] = await Promise.all([
+      redis.loaded(keys),
       redis.command<string[]>('hgetall', ['HGETALL', keys.sold]),
     ]);
-    if (ready === 0) return { missing: 0, leaked: 0 }; // not loaded yet: a rebuild will do it all
-    const { rows } = await db.query<{ item_id: string; user_id: string; slot: number; code: string; at: string }>(
-      'select',
-      'purchases',
-      `SELECT item_id, user_id, slot, code, (extract(epoch FROM purchased_at) * 1000)::bigint AS at
-       FROM purchases WHERE sale_id = $1`,
-      [saleId],
-    );
+    if (!loaded) return { missing: 0, leaked: 0 }; // a rebuild will do it all
+    const purchases = await data.purchases.listBySale(saleId);
     const inRedis = new Map<string, string>();
     for (let i = 0; i < soldFlat.length; i += 2) if (soldFlat[i] !== '|') inRedis.set(soldFlat[i]!, soldFlat[i + 1]!);
-    const indexOf = (r: (typeof rows)[number]) => String(ids.parseItemId(r.item_id).index);
-    const inPg = new Map(rows.map((r) => [indexOf(r), r]));
+    const inPg = new Set(purchases.map((p) => String(indexOf(p.itemId))));
 
     // A purchase reserved in Redis after the first read can be committed
     // before PostgreSQL's read: ask Redis again about what looks missing.
-    const heldBy = (value: string | null | undefined, code: string) => value?.split('|')[0] === code;
-    const suspects = rows.filter((r) => !heldBy(inRedis.get(indexOf(r)), r.code));
+    const heldBy = (value: string | null | undefined, code: string) => value != null && parseSold(value).code === code;
+    const suspects = purchases.filter((p) => !heldBy(inRedis.get(String(indexOf(p.itemId))), p.code));
     const again = suspects.length
-      ? await redis.command<(string | null)[]>('hmget', ['HMGET', keys.sold, ...suspects.map(indexOf)])
+      ? await redis.command<(string | null)[]>('hmget', [
+          'HMGET',
+          keys.sold,
+          ...suspects.map((p) => String(indexOf(p.itemId))),
+        ])
       : [];
-    const missing = suspects.filter((r, i) => !heldBy(again[i], r.code));
+    const missing = suspects.filter((p, i) => !heldBy(again[i], p.code));
     const now = clock.now();
     const leaked = [...inRedis].filter(
-      ([index, value]) => !inPg.has(index) && now - Number(value.split('|')[2]) > RESERVATION_GRACE_MS,
+      ([index, value]) => !inPg.has(index) && now - parseSold(value).at > RESERVATION_GRACE_MS,
     );
 
-    const byUser = new Map<string, typeof rows>();
-    for (const r of rows) byUser.set(r.user_id, [...(byUser.get(r.user_id) ?? []), r]);
-    for (const r of missing) {
-      const held = byUser.get(r.user_id) ?? [];
-      await redis.script(
-        'sync',
-        [keys.sold, keys.users],
-        [
-          ids.parseItemId(r.item_id).index,
-          `${r.code}|${r.slot}|${r.at}`,
-          r.user_id,
-          config.USER_LIMIT,
-          ...held.flatMap((h) => [h.slot, ids.parseItemId(h.item_id).index]),
-        ],
-      );
+    const byUser = new Map<string, PurchaseRow[]>();
+    for (const p of purchases) byUser.set(p.userId, [...(byUser.get(p.userId) ?? []), p]);
+    for (const p of missing) {
+      await redis.scripts.sync({
+        keys,
+        index: indexOf(p.itemId),
+        sold: p,
+        userId: p.userId,
+        userLimit: config.USER_LIMIT,
+        holds: (byUser.get(p.userId) ?? []).map((h) => ({ slot: h.slot, index: indexOf(h.itemId) })),
+      });
     }
     let reclaimed = 0;
     for (const [index, value] of leaked) {
-      const code = value.split('|')[0]!;
-      reclaimed += await redis.script<number>(
-        'reclaim',
-        [keys.sold, keys.users, keys.owners, keys.purchaseLock(code)],
-        [index, value],
-      );
+      if (await redis.scripts.reclaim(keys, Number(index), value)) reclaimed++;
     }
     if (missing.length > 0 || reclaimed > 0) {
       log.warn({ sale: saleId, missing: missing.length, leaked: reclaimed }, 'reconciler repaired Redis drift');
@@ -102,7 +93,7 @@ export function createReconciler(deps: Infra) {
       metrics.reconcileLastRun.set(clock.now() / 1000);
     } catch (err) {
       metrics.reconcileRuns.inc({ outcome: 'error' });
-      log.warn({ err: (err as Error).message }, 'reconciliation failed');
+      log.warn({ err }, 'reconciliation failed');
     }
   }
 

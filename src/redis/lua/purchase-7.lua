@@ -5,12 +5,13 @@
   (a replay, or an earlier attempt that crashed) is returned as it is, so
   confirming it is idempotent.
 
-  KEYS[1] ready  KEYS[2] owners  KEYS[3] sold  KEYS[4] users (see checkout-7.lua)
+  KEYS[1] ready  KEYS[2] sold  KEYS[3] users  KEYS[4] owners (see checkout-7.lua)
   KEYS[5] lock   the code's purchase lock (string: owner token)
   KEYS[6] code bucket, KEYS[7] ip bucket (token buckets)
-  ARGV[1] code  ARGV[2] user limit  ARGV[3] lock token  ARGV[4] lock ttl (ms)
-  ARGV[5] now (ms)  ARGV[6] code rate/s  ARGV[7] code burst  ARGV[8] ip rate/s  ARGV[9] ip burst
-  ARGV[10] 1 to charge the buckets, 0 when the same request calls again (waiting
+  ARGV[1] id of this Redis server (see checkout-7.lua)  ARGV[2] code  ARGV[3] user limit
+  ARGV[4] lock token  ARGV[5] lock ttl (ms)  ARGV[6] now (ms)
+  ARGV[7] code rate/s  ARGV[8] code burst  ARGV[9] ip rate/s  ARGV[10] ip burst
+  ARGV[11] 1 to charge the buckets, 0 when the same request calls again (waiting
            for the lock, after a rebuild or a conflict): one request, one token
 
   Returns {0, user, index, slot, purchased_at_ms, fresh} reserved, lock held
@@ -20,41 +21,40 @@
 ]]
 --@include bucket.lua
 
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local now = tonumber(ARGV[5])
-if ARGV[10] == '1' then
-  local wait = take(KEYS[7], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
-  if wait == 0 then wait = take(KEYS[6], tonumber(ARGV[6]), tonumber(ARGV[7]), now) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local now = tonumber(ARGV[6])
+if ARGV[11] == '1' then
+  local wait = charge(KEYS[7], KEYS[6], now, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
   if wait > 0 then return {5, wait} end
 end
 
-local code = ARGV[1]
-local owner = redis.call('HGET', KEYS[2], code)
+local code = ARGV[2]
+local owner = redis.call('HGET', KEYS[4], code)
 if not owner then return {1} end
-if not redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[4]) then return {2} end
+if not redis.call('SET', KEYS[5], ARGV[4], 'NX', 'PX', ARGV[5]) then return {2} end
 
 local sep = string.find(owner, '|', 1, true)
 local user, index = string.sub(owner, 1, sep - 1), string.sub(owner, sep + 1)
-local sold = redis.call('HGET', KEYS[3], index)
+local sold = redis.call('HGET', KEYS[2], index)
 if sold then
   local c, slot, at = string.match(sold, '^([^|]+)|([^|]+)|([^|]+)$')
   if c == code then return {0, user, index, tonumber(slot), tonumber(at), 0} end
   redis.call('DEL', KEYS[5])
   return {3, index}
 end
-local limit = tonumber(ARGV[2])
-if (tonumber(redis.call('HGET', KEYS[4], user)) or 0) >= limit then
+local limit = tonumber(ARGV[3])
+if (tonumber(redis.call('HGET', KEYS[3], user)) or 0) >= limit then
   redis.call('DEL', KEYS[5])
   return {4}
 end
 for slot = 1, limit do
-  if redis.call('HSETNX', KEYS[4], user .. '|' .. slot, index) == 1 then
-    redis.call('HINCRBY', KEYS[4], user, 1)
-    redis.call('HSET', KEYS[3], index, code .. '|' .. slot .. '|' .. now)
+  if redis.call('HSETNX', KEYS[3], user .. '|' .. slot, index) == 1 then
+    redis.call('HINCRBY', KEYS[3], user, 1)
+    redis.call('HSET', KEYS[2], index, code .. '|' .. slot .. '|' .. now)
     return {0, user, index, slot, now, 1}
   end
 end
 -- The count said there was room but every slot is taken: the count drifted.
-redis.call('HSET', KEYS[4], user, limit)
+redis.call('HSET', KEYS[3], user, limit)
 redis.call('DEL', KEYS[5])
 return {4}

@@ -9,15 +9,11 @@
 
   Returns 1 if the reservation was removed, else 0.
 ]]
+--@include slots.lua
+
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] or redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local code, slot = string.match(ARGV[2], '^([^|]+)|([^|]+)|')
 redis.call('HDEL', KEYS[1], ARGV[1])
 local owner = redis.call('HGET', KEYS[3], code)
-if owner then
-  local user = string.sub(owner, 1, string.find(owner, '|', 1, true) - 1)
-  if redis.call('HGET', KEYS[2], user .. '|' .. slot) == ARGV[1] then
-    redis.call('HDEL', KEYS[2], user .. '|' .. slot)
-    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then redis.call('HDEL', KEYS[2], user) end
-  end
-end
+if owner then free_slot(KEYS[2], string.sub(owner, 1, string.find(owner, '|', 1, true) - 1), slot, ARGV[1]) end
 return 1

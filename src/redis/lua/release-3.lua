@@ -8,15 +8,13 @@
 
   Returns 1 if the reservation was removed, else 0.
 ]]
+--@include slots.lua
+
 local removed = 0
 local sold = redis.call('HGET', KEYS[1], ARGV[3])
 if sold and string.sub(sold, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
   redis.call('HDEL', KEYS[1], ARGV[3])
-  local slotField = ARGV[2] .. '|' .. ARGV[4]
-  if redis.call('HGET', KEYS[2], slotField) == ARGV[3] then
-    redis.call('HDEL', KEYS[2], slotField)
-    if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-  end
+  free_slot(KEYS[2], ARGV[2], ARGV[4], ARGV[3])
   removed = 1
 end
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end

@@ -1,0 +1,79 @@
+/**
+ * The `checkout_attempts` table: one row per validated checkout attempt,
+ * with its outcome, and the code it was given (outcome OK). Every statement
+ * on it is here.
+ */
+import type { ErrorCode } from '../errors.js';
+import { createBatcher } from './batcher.js';
+import type { Db } from './db.js';
+
+export interface AttemptRow {
+  saleId: string;
+  itemId: string;
+  userId: string;
+  outcome: 'OK' | ErrorCode;
+  code: string | null;
+  /** attempted_at, in epoch milliseconds */
+  at: number;
+}
+
+/** A code as issued: to whom, for which item. */
+export interface IssuedCode {
+  userId: string;
+  itemId: string;
+  code: string;
+}
+
+export function attemptsTable(db: Db, timeoutMs: number) {
+  const inserts = createBatcher<AttemptRow, undefined>(
+    async (rows) => {
+      await db.query(
+        'insert',
+        'checkout_attempts',
+        `INSERT INTO checkout_attempts (sale_id, item_id, user_id, outcome, code, attempted_at)
+         SELECT s, i, u, o, c, to_timestamp(t / 1000.0)
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[]) AS x(s, i, u, o, c, t)`,
+        [
+          rows.map((r) => r.saleId),
+          rows.map((r) => r.itemId),
+          rows.map((r) => r.userId),
+          rows.map((r) => r.outcome),
+          rows.map((r) => r.code),
+          rows.map((r) => r.at),
+        ],
+      );
+      return rows.map(() => undefined);
+    },
+    { timeoutMs },
+  );
+
+  return {
+    /** Group-committed; resolves once the row is in PostgreSQL. */
+    insert: (row: AttemptRow) => inserts.add(row),
+    /** Whom a code of this sale was issued to, if it was. */
+    async findCode(saleId: string, code: string): Promise<IssuedCode | undefined> {
+      const { rows } = await db.query<{ user_id: string; item_id: string }>(
+        'select',
+        'checkout_attempts',
+        'SELECT user_id, item_id FROM checkout_attempts WHERE sale_id = $1 AND code = $2 LIMIT 1',
+        [saleId, code],
+      );
+      const row = rows[0];
+      return row && { userId: row.user_id, itemId: row.item_id, code };
+    },
+    /** Every code issued in a sale, once each. */
+    async listCodes(saleId: string): Promise<IssuedCode[]> {
+      const { rows } = await db.query<{ user_id: string; item_id: string; code: string }>(
+        'select',
+        'checkout_attempts',
+        `SELECT DISTINCT ON (code) user_id, item_id, code
+         FROM checkout_attempts WHERE sale_id = $1 AND code IS NOT NULL`,
+        [saleId],
+      );
+      return rows.map((r) => ({ userId: r.user_id, itemId: r.item_id, code: r.code }));
+    },
+    drain: () => inserts.drain(),
+  };
+}
+
+export type Attempts = ReturnType<typeof attemptsTable>;

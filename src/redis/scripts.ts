@@ -1,0 +1,212 @@
+/**
+ * Every Lua script, with one typed entry point each. Its keys and arguments
+ * are named here and put in the order its contract header lists (like
+ * bullmq's `moveToFinishedArgs`, next to the call), and its reply codes are
+ * named here once and decoded into a named result. node-redis's
+ * `defineScript` runs each by EVALSHA and loads it with EVAL on NOSCRIPT; a
+ * SHA names the exact text, so two deployed versions never run each other's.
+ */
+import { readFileSync } from 'node:fs';
+
+import { defineScript, type CommandParser } from 'redis';
+
+import type { SaleKeys } from './keys.js';
+
+const LUA_DIR = new URL('./lua/', import.meta.url);
+const read = (file: string) => readFileSync(new URL(file, LUA_DIR), 'utf8');
+/** `--@include f.lua` inlines a shared helper, so a script's SHA covers its helpers too. */
+const source = (file: string) => read(file).replace(/^--@include (\S+)$/gm, (_, inc: string) => read(inc));
+
+/** Token buckets: the user's (checkout) or the code's (purchase), and the client IP's. */
+export interface RateLimits {
+  ownRate: number;
+  ownBurst: number;
+  ipRate: number;
+  ipBurst: number;
+}
+const limitArgs = (l: RateLimits) => [String(l.ownRate), String(l.ownBurst), String(l.ipRate), String(l.ipBurst)];
+
+/** A sold item in the `sold` hash: "code|slot|purchased_at_ms". */
+export interface SoldEntry {
+  code: string;
+  slot: number;
+  at: number;
+}
+export const soldValue = (s: SoldEntry) => `${s.code}|${s.slot}|${s.at}`;
+export function parseSold(value: string): SoldEntry {
+  const [code, slot, at] = value.split('|');
+  return { code: code!, slot: Number(slot), at: Number(at) };
+}
+
+type Reply = (string | number)[];
+
+export interface CheckoutInput {
+  keys: SaleKeys;
+  userId: string;
+  index: number;
+  ip: string;
+  /** Used only if the user has no code for this item yet. */
+  newCode: string;
+  userLimit: number;
+  now: number;
+  limits: RateLimits;
+}
+export type CheckoutResult =
+  | { status: 'ok'; code: string }
+  | { status: 'not_ready' | 'item_sold' | 'user_full' }
+  | { status: 'rate_limited'; retryMs: number };
+
+const checkout = defineScript({
+  SCRIPT: source('checkout-7.lua'),
+  NUMBER_OF_KEYS: 7,
+  parseCommand(parser: CommandParser, p: CheckoutInput, serverId: string) {
+    const k = p.keys;
+    parser.pushKeys([k.ready, k.sold, k.users, k.owners, k.codes, k.userBucket(p.userId), k.ipBucket(p.ip)]);
+    parser.push(serverId, p.userId, String(p.index), p.newCode, String(p.userLimit), String(p.now));
+    parser.push(...limitArgs(p.limits));
+  },
+  transformReply(reply: Reply): CheckoutResult {
+    switch (reply[0]) {
+      case 0:
+        return { status: 'ok', code: String(reply[1]) };
+      case 1:
+        return { status: 'item_sold' };
+      case 2:
+        return { status: 'user_full' };
+      case 3:
+        return { status: 'rate_limited', retryMs: Number(reply[1]) };
+      default:
+        return { status: 'not_ready' };
+    }
+  },
+});
+
+export interface PurchaseInput {
+  keys: SaleKeys;
+  code: string;
+  ip: string;
+  userLimit: number;
+  /** The purchase lock's owner token and its time to live. */
+  token: string;
+  lockTtlMs: number;
+  now: number;
+  limits: RateLimits;
+  /** False when the same request calls again: one request spends one token. */
+  charge: boolean;
+}
+export type PurchaseResult =
+  | { status: 'reserved'; userId: string; index: number; slot: number; at: number; fresh: boolean }
+  | { status: 'not_ready' | 'unknown_code' | 'locked' | 'user_full' }
+  | { status: 'item_sold'; index: number }
+  | { status: 'rate_limited'; retryMs: number };
+
+const purchase = defineScript({
+  SCRIPT: source('purchase-7.lua'),
+  NUMBER_OF_KEYS: 7,
+  parseCommand(parser: CommandParser, p: PurchaseInput, serverId: string) {
+    const k = p.keys;
+    parser.pushKeys([
+      k.ready,
+      k.sold,
+      k.users,
+      k.owners,
+      k.purchaseLock(p.code),
+      k.codeBucket(p.code),
+      k.ipBucket(p.ip),
+    ]);
+    parser.push(serverId, p.code, String(p.userLimit), p.token, String(p.lockTtlMs), String(p.now));
+    parser.push(...limitArgs(p.limits), p.charge ? '1' : '0');
+  },
+  transformReply(reply: Reply): PurchaseResult {
+    switch (reply[0]) {
+      case 0:
+        return {
+          status: 'reserved',
+          userId: String(reply[1]),
+          index: Number(reply[2]),
+          slot: Number(reply[3]),
+          at: Number(reply[4]),
+          fresh: reply[5] === 1,
+        };
+      case 1:
+        return { status: 'unknown_code' };
+      case 2:
+        return { status: 'locked' };
+      case 3:
+        return { status: 'item_sold', index: Number(reply[1]) };
+      case 4:
+        return { status: 'user_full' };
+      case 5:
+        return { status: 'rate_limited', retryMs: Number(reply[1]) };
+      default:
+        return { status: 'not_ready' };
+    }
+  },
+});
+
+export interface ReleaseInput {
+  keys: SaleKeys;
+  code: string;
+  userId: string;
+  index: number;
+  slot: number;
+  token: string;
+}
+
+/** Undoes a reservation PostgreSQL did not confirm and drops the lock; true if the reservation was removed. */
+const release = defineScript({
+  SCRIPT: source('release-3.lua'),
+  NUMBER_OF_KEYS: 3,
+  parseCommand(parser: CommandParser, p: ReleaseInput) {
+    parser.pushKeys([p.keys.sold, p.keys.users, p.keys.purchaseLock(p.code)]);
+    parser.push(p.code, p.userId, String(p.index), String(p.slot), p.token);
+  },
+  transformReply: (reply: number) => reply === 1,
+});
+
+/** Releases a lock by its owner; true if it was still held by that owner. */
+const unlock = defineScript({
+  SCRIPT: source('unlock-1.lua'),
+  NUMBER_OF_KEYS: 1,
+  parseCommand(parser: CommandParser, key: string, token: string) {
+    parser.pushKey(key);
+    parser.push(token);
+  },
+  transformReply: (reply: number) => reply === 1,
+});
+
+export interface SyncInput {
+  keys: SaleKeys;
+  /** The item PostgreSQL knows, and its purchase if it is sold. */
+  index: number;
+  sold: SoldEntry | undefined;
+  /** The user PostgreSQL knows, with every item they bought in the sale. */
+  userId: string;
+  userLimit: number;
+  holds: { slot: number; index: number }[];
+}
+
+/** Overwrites Redis with PostgreSQL's truth for one item and one user; returns the items the user holds. */
+const sync = defineScript({
+  SCRIPT: source('sync-2.lua'),
+  NUMBER_OF_KEYS: 2,
+  parseCommand(parser: CommandParser, p: SyncInput) {
+    parser.pushKeys([p.keys.sold, p.keys.users]);
+    parser.push(String(p.index), p.sold ? soldValue(p.sold) : '', p.userId, String(p.userLimit));
+    for (const h of p.holds) parser.push(String(h.slot), String(h.index));
+  },
+  transformReply: (reply: number) => reply,
+});
+
+/** Gives back a reservation PostgreSQL never confirmed, if it is unchanged and unlocked; true if it was. */
+const reclaim = defineScript({
+  SCRIPT: source('reclaim-4.lua'),
+  NUMBER_OF_KEYS: 4,
+  parseCommand(parser: CommandParser, keys: SaleKeys, index: number, seen: string) {
+    parser.pushKeys([keys.sold, keys.users, keys.owners, keys.purchaseLock(parseSold(seen).code)]);
+    parser.push(String(index), seen);
+  },
+  transformReply: (reply: number) => reply === 1,
+});
+
+export const SCRIPTS = { checkout, purchase, release, unlock, sync, reclaim };
