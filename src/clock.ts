@@ -1,6 +1,9 @@
 /**
- * Time comes from here, never from Date.now() directly, so tests can move the
- * clock across a sale boundary while requests are in flight.
+ * The time of the business comes from here: which sale is open, when a code
+ * was bought or an attempt made, the rate-limit buckets. Tests move it across
+ * a sale boundary while requests are in flight. Waiting is measured on the
+ * real clock (Date.now(), timers): deadlines, timeouts and uptime say how long
+ * the process itself waited, which moving the business clock must not change.
  */
 export interface Clock {
   now(): number;

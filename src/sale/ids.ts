@@ -62,7 +62,6 @@ export function createIds(saleDurationSec: number, saleItems: number) {
     newCode: (saleId: string) => `${saleId}-${randomHex(CODE_BYTES)}`,
     saleIdOfCode: (code: string) => code.slice(0, code.indexOf('-')),
     patterns: {
-      saleId: `^${saleIdPattern}$`,
       itemId: `^${saleIdPattern}-\\d{${indexWidth}}$`,
       code: `^${saleIdPattern}-[0-9a-f]{32}$`,
     },
