@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 
 import { parse } from 'yaml';
 
-import { dashboard } from '../monitoring/dashboard.js';
+import { dashboard, rows } from '../monitoring/dashboard.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const path = (p: string) => `${root}${p}`;
@@ -131,6 +131,30 @@ describe('the monitoring stack (monitoring/)', () => {
       .filter((p) => p.type === 'row')
       .map((p) => p.title);
     assert.deepEqual(rows, ['Four Golden Signals', 'Flash Sale Specific', 'Database & Cache', 'System Resources']);
+  });
+
+  it('the dashboard selects an environment and instances (several, or All), and every panel query filters on both', () => {
+    const list = (dashboard().templating as { list: Record<string, unknown>[] }).list;
+    const byName = Object.fromEntries(list.map((v) => [v.name, v]));
+    assert.deepEqual(Object.keys(byName), ['environment', 'instance']);
+    assert.equal(byName.instance!.multi, true);
+    for (const v of list) assert.equal(v.includeAll, true, String(v.name));
+    assert.match(String(byName.instance!.definition), /environment=~"\$environment"/);
+    const unfiltered: string[] = [];
+    for (const row of rows) {
+      for (const panel of row.panels) {
+        for (const { expr } of panel.targets) {
+          // Each selector of a raw series; the SLO recording rules are per job.
+          for (const [, metric, labels] of expr.matchAll(/([\w:]+)\{([^}]*)\}/g)) {
+            if (metric!.startsWith('flashsale:')) continue;
+            if (!labels!.includes('environment=~"$environment"') || !labels!.includes('instance=~"$instance"')) {
+              unfiltered.push(`${panel.title}: ${metric}`);
+            }
+          }
+        }
+      }
+    }
+    assert.deepEqual(unfiltered, []);
   });
 
   it('docker-compose.yml mounts only files that exist, pins every image, and agrees with the Prometheus and Grafana config', () => {
