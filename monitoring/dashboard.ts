@@ -36,7 +36,9 @@ const q = (expr: string, legendFormat = '', unit?: string): Target => ({
   legendFormat,
   ...(unit ? { unit } : {}),
 });
-const HTTP = 'job="flashsale"';
+const JOB = 'job="flashsale"';
+/** Every panel's selector: the job, narrowed by the dashboard's environment and instance variables. */
+const HTTP = `${JOB},environment=~"$environment",instance=~"$instance"`;
 const SELLING = `${HTTP},handler=~"checkout|purchase"`;
 /** Users' requests: what FlashsaleHighErrorRate counts. */
 const USERS = `${HTTP},handler!~"health|metrics"`;
@@ -45,9 +47,40 @@ const FRESH_PASS = `on (job, instance) (time() - sale_reconcile_last_run_timesta
 /** A 5xx share that is 0, not missing, before the first 5xx series exists. */
 const share = (selector: string, by = '') =>
   `(sum${by} (rate(http_requests_total{${selector},status_code=~"5.."}[$__rate_interval])) or 0 * sum${by} (rate(http_requests_total{${selector}}[$__rate_interval]))) / sum${by} (rate(http_requests_total{${selector}}[$__rate_interval]))`;
-/** Remaining share of a 30-day budget, from the SLO rules' per-job 5-minute rates. */
+/**
+ * Remaining share of a 30-day budget, from the SLO rules' per-job 5-minute
+ * rates: the SLO is the whole job's, so the instance and environment
+ * variables do not narrow it.
+ */
 const budgetLeft = (spent: string, allowed: number) =>
-  `1 - (sum(sum_over_time(flashsale:${spent}:rate5m{${HTTP}}[30d])) / sum(sum_over_time(flashsale:slo_requests:rate5m{${HTTP}}[30d]))) / ${allowed}`;
+  `1 - (sum(sum_over_time(flashsale:${spent}:rate5m{${JOB}}[30d])) / sum(sum_over_time(flashsale:slo_requests:rate5m{${JOB}}[30d]))) / ${allowed}`;
+
+/** A query variable over the values of one label of the job's `up` series; All matches any value. */
+const variable = (name: string, match: string, multi: boolean) => {
+  const query = `label_values(up{${match}}, ${name})`;
+  return {
+    type: 'query',
+    name,
+    label: name,
+    datasource,
+    query: { qryType: 1, query, refId: 'PrometheusVariableQueryEditor-VariableQuery' },
+    definition: query,
+    refresh: 2, // on time range change: instances come and go
+    multi,
+    includeAll: true,
+    allValue: '.*',
+    current: { text: 'All', value: '$__all' },
+    options: [],
+    regex: '',
+    sort: 1,
+    hide: 0,
+  };
+};
+/** The dashboard's variables: an environment, then the instances of it (several, or All). */
+export const variables = [
+  variable('environment', JOB, false),
+  variable('instance', `${JOB},environment=~"$environment"`, true),
+];
 
 export const rows: Row[] = [
   {
@@ -163,7 +196,7 @@ export const rows: Row[] = [
         unit: 'percentunit',
         instant: true,
         description:
-          'Share of the 30-day budgets of checkout and purchase left now: availability allows 0.1% of requests to answer 5xx, latency 1% to take over 250 ms. Below 0 the SLO is missed. Computed from the SLO recording rules (monitoring/prometheus/rules/slo.yml), over the last 30 days or as much of them as Prometheus holds.',
+          'Share of the 30-day budgets of checkout and purchase left now: availability allows 0.1% of requests to answer 5xx, latency 1% to take over 250 ms. Below 0 the SLO is missed. Computed from the SLO recording rules (monitoring/prometheus/rules/slo.yml), over the last 30 days or as much of them as Prometheus holds. For the whole job: the environment and instance selectors do not apply.',
         targets: [q(budgetLeft('slo_errors', 0.001), 'availability'), q(budgetLeft('slo_slow', 0.01), 'latency')],
       },
     ],
@@ -380,7 +413,7 @@ export function dashboard() {
     refresh: '5s',
     time: { from: 'now-1h', to: 'now' },
     annotations: { list: [] },
-    templating: { list: [] },
+    templating: { list: variables },
     panels,
   };
 }

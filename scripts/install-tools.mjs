@@ -1,11 +1,17 @@
 // Installs the Debian tools a command drives, when they are missing and we
-// can (root): the tests use real Prometheus, promtool and their own
-// redis-server (`node scripts/install-tools.mjs test`); the bench uses wrk
+// can (root): the tests use real Prometheus, promtool, Alertmanager, amtool
+// and their own redis-server (`node scripts/install-tools.mjs test`); the bench uses wrk
 // (`node scripts/install-tools.mjs bench`).
 import { execSync } from 'node:child_process';
 
 const needs = {
-  test: { promtool: 'prometheus', prometheus: 'prometheus', 'redis-server': 'redis-server' },
+  test: {
+    promtool: 'prometheus',
+    prometheus: 'prometheus',
+    amtool: 'prometheus-alertmanager',
+    'prometheus-alertmanager': 'prometheus-alertmanager',
+    'redis-server': 'redis-server',
+  },
   bench: { wrk: 'wrk' },
 };
 const wanted = needs[process.argv[2]];

@@ -1,8 +1,10 @@
 /**
- * The monitoring stack against real processes: the service and a real
- * Prometheus loading the repo's rules (1 s scrape and evaluation), real
+ * The monitoring stack against real processes: the service, a real
+ * Prometheus loading the repo's rules (1 s scrape and evaluation), a real
+ * Alertmanager with the repo's routes and the alert-logger behind it; real
  * traffic, every dashboard query, and the Redis alert going pending, then
- * firing, when Redis dies.
+ * firing, then printed by the alert-logger with its absolute runbook link,
+ * when Redis dies.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { parse, stringify } from 'yaml';
 
-import { rows } from '../monitoring/dashboard.js';
+import { rows, variables } from '../monitoring/dashboard.js';
 import { testEnv, type TestEnv } from './helpers.js';
 import { freePort, serviceReady, startRedis, startService, waitFor, type Proc } from './process.js';
 
@@ -27,6 +29,8 @@ describe('the monitoring stack against a real Prometheus', () => {
   let base: string;
   let sale: string;
   let dir: string;
+  let logger: Proc; // its stdout: one JSON line per alert
+  let runbookBase: string;
 
   const query = async (expr: string) => {
     const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
@@ -49,28 +53,57 @@ describe('the monitoring stack against a real Prometheus', () => {
     sale = await serviceReady(port);
     base = `http://127.0.0.1:${port}`;
 
-    // The repo's Prometheus config with the target and intervals of this test.
     dir = mkdtempSync(join(tmpdir(), 'fs-prom-'));
+    const run = (command: string, args: string[], env: Record<string, string> = {}) => {
+      const child = spawn(command, args, { env: { ...process.env, ...env } });
+      let output = '';
+      child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', r));
+      const proc = { child, exited, output: () => output, kill: async () => (child.kill('SIGKILL'), exited) };
+      procs.push(proc);
+      return proc;
+    };
+
+    // The alert-logger, and Alertmanager with the repo's routes and receivers
+    // pointed at it; group_wait shortened from 10 s to this test's pace.
+    const loggerPort = await freePort();
+    logger = run(process.execPath, [`${root}monitoring/alert-logger/alert-logger.mjs`], { PORT: String(loggerPort) });
+    const am = readFileSync(`${root}monitoring/alertmanager/alertmanager.yml`, 'utf8')
+      .replaceAll('http://alert-logger:9095/', `http://127.0.0.1:${loggerPort}/`)
+      .replaceAll(/group_wait: \S+/g, 'group_wait: 1s');
+    writeFileSync(join(dir, 'alertmanager.yml'), am);
+    const amPort = await freePort();
+    run('prometheus-alertmanager', [
+      `--config.file=${join(dir, 'alertmanager.yml')}`,
+      `--storage.path=${join(dir, 'am')}`,
+      `--web.listen-address=127.0.0.1:${amPort}`,
+      '--cluster.listen-address=', // a single Alertmanager: no gossip port
+    ]);
+
+    // The repo's Prometheus config with the targets and intervals of this test.
     const config = parse(readFileSync(`${root}monitoring/prometheus/prometheus.yml`, 'utf8')) as {
-      global: Record<string, string>;
+      global: Record<string, unknown> & { external_labels: Record<string, string> };
       rule_files: string[];
       scrape_configs: { scrape_interval: string; static_configs: { targets: string[] }[] }[];
+      alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
     };
-    config.global = { scrape_interval: '1s', evaluation_interval: '1s' };
+    runbookBase = config.global.external_labels.runbook_base!;
+    config.global = { ...config.global, scrape_interval: '1s', evaluation_interval: '1s' };
     config.rule_files = [`${root}monitoring/prometheus/rules/*.yml`];
     config.scrape_configs[0]!.scrape_interval = '1s';
     config.scrape_configs[0]!.static_configs[0]!.targets = [`127.0.0.1:${port}`];
+    config.alerting.alertmanagers[0]!.static_configs[0]!.targets = [`127.0.0.1:${amPort}`];
     writeFileSync(join(dir, 'prometheus.yml'), stringify(config));
     const promPort = await freePort();
     promUrl = `http://127.0.0.1:${promPort}`;
-    const prom = spawn('prometheus', [
+    run('prometheus', [
       `--config.file=${join(dir, 'prometheus.yml')}`,
       `--storage.tsdb.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${promPort}`,
     ]);
-    const exited = new Promise<number | null>((r) => prom.once('exit', r));
-    procs.push({ child: prom, exited, output: () => '', kill: async () => (prom.kill('SIGKILL'), exited) });
     await waitFor('Prometheus', async () => ((await fetch(`${promUrl}/-/ready`)).ok ? true : undefined), 20_000);
+    const amUrl = `http://127.0.0.1:${amPort}`;
+    await waitFor('Alertmanager', async () => ((await fetch(`${amUrl}/-/ready`)).ok ? true : undefined), 20_000);
   });
   after(async () => {
     await Promise.all([...procs, redis].map((p) => p.kill()));
@@ -102,11 +135,24 @@ describe('the monitoring stack against a real Prometheus', () => {
     assert.equal(up[0]!.metric.instance, 'flashsale-service');
     assert.equal(up[0]!.metric.environment, 'development');
 
+    // The dashboard's variables find this service's environment and instance
+    // (label_values(<selector>, <label>) is what Prometheus's series API answers)...
+    for (const v of variables) {
+      const [, selector, label] = /^label_values\((.*), (\w+)\)$/.exec(v.definition)!;
+      const match = selector!.replaceAll('$environment', 'development');
+      const res = await fetch(`${promUrl}/api/v1/label/${label}/values?match[]=${encodeURIComponent(match)}`);
+      assert.deepEqual(((await res.json()) as { data: string[] }).data, [up[0]!.metric[label!]], v.name);
+    }
+    // ... and every panel query, narrowed to them, returns data.
     const empty: string[] = [];
     for (const row of rows) {
       for (const panel of row.panels) {
         for (const target of panel.targets) {
-          const expr = target.expr.replaceAll('$__rate_interval', '30s').replaceAll('$__range', '5m');
+          const expr = target.expr
+            .replaceAll('$__rate_interval', '30s')
+            .replaceAll('$__range', '5m')
+            .replaceAll('$environment', 'development')
+            .replaceAll('$instance', 'flashsale-service');
           if ((await query(expr)).length === 0) empty.push(`${panel.title}: ${expr}`);
         }
       }
@@ -149,10 +195,26 @@ describe('the monitoring stack against a real Prometheus', () => {
     assert.deepEqual(raised, []);
   });
 
-  it('when Redis dies, FlashsaleRedisDown goes pending, then firing', async () => {
+  it('when Redis dies, FlashsaleRedisDown goes pending, then firing, and the alert-logger prints it with an absolute runbook link', async () => {
     await redis.kill();
     const alertState = async () => (await alerts()).find((a) => a.labels.alertname === 'FlashsaleRedisDown')?.state;
     await waitFor('pending', async () => ((await alertState()) === 'pending' ? true : undefined), 15_000);
     await waitFor('firing', async () => ((await alertState()) === 'firing' ? true : undefined), 30_000);
+    const printed = await waitFor(
+      'the alert-logger to print FlashsaleRedisDown',
+      async () =>
+        logger
+          .output()
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => JSON.parse(line) as Record<string, string>)
+          .find((a) => a.alertname === 'FlashsaleRedisDown'),
+      15_000,
+    );
+    assert.equal(printed.receiver, 'critical');
+    assert.equal(printed.status, 'firing');
+    assert.equal(printed.instance, 'flashsale-service');
+    assert.equal(printed.summary, 'Redis is unreachable from flashsale');
+    assert.equal(printed.runbook_url, `${runbookBase}/docs/runbooks.md#flashsaleredisdown`);
   });
 });
