@@ -72,6 +72,13 @@ export async function deleteKeys(pattern: string, url = REDIS_URL): Promise<void
   await client.close();
 }
 
+/**
+ * An item id of a sale: "<sale id>-<index>", the index zero-padded to five
+ * digits (the width for any SALE_ITEMS up to 100,000), written out here so
+ * tests do not take the format from the code they test.
+ */
+export const itemId = (sale: string, index: number) => `${sale}-${String(index).padStart(5, '0')}`;
+
 /** Parses a JSON response body, keeping the test's type honest. */
 export function json<T = Record<string, unknown>>(res: { body: string }): T {
   return JSON.parse(res.body) as T;
