@@ -20,7 +20,7 @@ async function counter(apps: App[], name: string): Promise<number> {
   return total;
 }
 
-describe('stampede over two instances sharing PostgreSQL and Redis', () => {
+describe('POST /checkout and POST /purchase, a stampede over two instances sharing PostgreSQL and Redis', () => {
   let env: TestEnv;
   let apps: App[];
   let bases: string[];
