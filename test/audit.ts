@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 
 import type pg from 'pg';
 
+import { itemId } from './helpers.js';
+
 export interface Confirmed {
   code: string;
   userId: string;
@@ -37,16 +39,10 @@ export async function auditSale(db: pg.Pool, saleId: string, userLimit: number, 
 }
 
 /** Buys every item PostgreSQL says is unsold, each by a fresh user: all must succeed. */
-export async function sweep(
-  base: string,
-  saleId: string,
-  totalItems: number,
-  itemId: (i: number) => string,
-  sold: Set<string>,
-) {
+export async function sweep(base: string, saleId: string, totalItems: number, sold: Set<string>) {
   const failures: string[] = [];
   await Promise.all(
-    Array.from({ length: totalItems }, (_, i) => itemId(i))
+    Array.from({ length: totalItems }, (_, i) => itemId(saleId, i))
       .filter((id) => !sold.has(id))
       .map(async (id, n) => {
         const user = `sweeper-${saleId}-${n}`;

@@ -20,7 +20,7 @@ async function counter(apps: App[], name: string): Promise<number> {
   return total;
 }
 
-describe('stampede over two instances sharing PostgreSQL and Redis', () => {
+describe('POST /checkout and POST /purchase, a stampede over two instances sharing PostgreSQL and Redis', () => {
   let env: TestEnv;
   let apps: App[];
   let bases: string[];
@@ -88,7 +88,7 @@ describe('stampede over two instances sharing PostgreSQL and Redis', () => {
     assert.equal(Number(attempts.rows[0]!.n), checkouts);
     assert.equal(await counter(apps, 'checkout_success_total'), Number(attempts.rows[0]!.ok));
 
-    await sweep(bases[0]!, saleId, ITEMS, itemId, new Set(byItem.keys()));
+    await sweep(bases[0]!, saleId, ITEMS, new Set(byItem.keys()));
     const final = await env.pg.query<{ n: string }>('SELECT count(*) AS n FROM purchases WHERE sale_id = $1', [saleId]);
     assert.equal(Number(final.rows[0]!.n), ITEMS);
   });

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { createClient } from 'redis';
 
 import { auditSale, sweep, type Confirmed } from './audit.js';
-import { json, testEnv, type TestEnv } from './helpers.js';
+import { itemId, testEnv, type TestEnv } from './helpers.js';
 import { freePort, serviceReady, startRedis, startService, waitFor, type Proc } from './process.js';
 
 const procs: Proc[] = [];
@@ -53,8 +53,12 @@ async function timed(url: string, method = 'POST') {
   return { status: res.status, text, ms: Date.now() - t0, retryAfter: res.headers.get('retry-after') };
 }
 
-/** Each of these requests answers 503 UNAVAILABLE with Retry-After, within `ms`. */
-async function assertFastUnavailable(urls: string[], ms: number) {
+/**
+ * While a dependency is out: each of these requests answers 503 UNAVAILABLE
+ * with Retry-After within `ms`, and GET /health answers 503 naming it DOWN
+ * within `healthMs`.
+ */
+async function assertDown(base: string, dependency: 'redis' | 'database', urls: string[], ms: number, healthMs = ms) {
   for (const url of urls) {
     const res = await timed(url);
     assert.equal(res.status, 503, res.text);
@@ -62,6 +66,28 @@ async function assertFastUnavailable(urls: string[], ms: number) {
     assert.ok(Number(res.retryAfter) >= 1, 'Retry-After');
     assert.ok(res.ms < ms, `took ${res.ms} ms`);
   }
+  const health = await timed(`${base}/health`, 'GET');
+  assert.equal(health.status, 503);
+  assert.equal(JSON.parse(health.text).services_status[dependency], 'DOWN');
+  assert.ok(health.ms < healthMs, `health took ${health.ms} ms`);
+}
+
+/** The service on a free port, with its own private redis-server. */
+async function serviceWithRedis(env: TestEnv, overrides: Record<string, string> = {}) {
+  const redisPort = await freePort();
+  const redis = await redisOn(redisPort);
+  const port = await freePort();
+  service({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...overrides });
+  const sale = await serviceReady(port);
+  return { redis, redisPort, sale, base: `http://127.0.0.1:${port}` };
+}
+
+/** The code a checkout answers (the test fails on any other answer). */
+async function checkoutCode(base: string, user: string, item: string) {
+  const res = await fetch(`${base}/checkout?user_id=${user}&id=${item}`, { method: 'POST' });
+  const body = (await res.json()) as { code?: string };
+  assert.equal(res.status, 200, JSON.stringify(body));
+  return body.code!;
 }
 
 /** A buyer who checks out and immediately purchases; returns the purchase answer. */
@@ -74,74 +100,66 @@ async function buy(base: string, user: string, item: string) {
   return { status: pu.status, code: body.code };
 }
 
-describe('Redis down, then back empty', () => {
+describe('POST /checkout and POST /purchase, with Redis killed and then back empty', () => {
   it('answers fast 503s while Redis is down, then rebuilds the sale from PostgreSQL before it sells again', async () => {
     const env = await newEnv();
-    const redisPort = await freePort();
-    let redis = await redisOn(redisPort);
-    const port = await freePort();
-    service({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}` });
-    const sale = await serviceReady(port);
-    const base = `http://127.0.0.1:${port}`;
-    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+    const started = await serviceWithRedis(env);
+    const { redisPort, sale, base } = started;
+    let redis = started.redis;
     const confirmed: Confirmed[] = [];
     for (const i of [1, 2]) {
-      const r = await buy(base, 'full', item(i));
+      const r = await buy(base, 'full', itemId(sale, i));
       assert.equal(r.status, 200);
-      confirmed.push({ code: r.code!, userId: 'full', itemId: item(i) });
+      confirmed.push({ code: r.code!, userId: 'full', itemId: itemId(sale, i) });
     }
-    const pending = json<{ code: string }>({
-      body: await (await fetch(`${base}/checkout?user_id=later&id=${item(3)}`, { method: 'POST' })).text(),
-    }).code;
+    const pending = await checkoutCode(base, 'later', itemId(sale, 3));
 
     await redis.kill();
-    await assertFastUnavailable([`${base}/checkout?user_id=x&id=${item(4)}`, `${base}/purchase?code=${pending}`], 1000);
-    const health = await timed(`${base}/health`, 'GET');
-    assert.equal(health.status, 503);
-    assert.equal(JSON.parse(health.text).services_status.redis, 'DOWN');
-    assert.ok(health.ms < 2000);
+    await assertDown(
+      base,
+      'redis',
+      [`${base}/checkout?user_id=x&id=${itemId(sale, 4)}`, `${base}/purchase?code=${pending}`],
+      1000,
+      2000,
+    );
     assert.equal((await timed(`${base}/metrics`, 'GET')).status, 200);
 
     redis = await redisOn(redisPort); // empty: it kept nothing
     await waitFor('recovery', async () => ((await fetch(`${base}/health`)).status === 200 ? true : undefined));
-    assert.equal(JSON.parse((await timed(`${base}/checkout?user_id=x&id=${item(1)}`)).text).error.code, 'ITEM_SOLD');
     assert.equal(
-      JSON.parse((await timed(`${base}/checkout?user_id=full&id=${item(9)}`)).text).error.code,
+      JSON.parse((await timed(`${base}/checkout?user_id=x&id=${itemId(sale, 1)}`)).text).error.code,
+      'ITEM_SOLD',
+    );
+    assert.equal(
+      JSON.parse((await timed(`${base}/checkout?user_id=full&id=${itemId(sale, 9)}`)).text).error.code,
       'USER_LIMIT_REACHED',
     );
     const late = await timed(`${base}/purchase?code=${pending}`);
     assert.equal(late.status, 200, 'a code issued before the restart still buys');
-    confirmed.push({ code: pending, userId: 'later', itemId: item(3) });
+    confirmed.push({ code: pending, userId: 'later', itemId: itemId(sale, 3) });
 
     const { byItem } = await auditSale(env.pg, sale, 2, confirmed);
-    await sweep(base, sale, 60, item, new Set(byItem.keys()));
+    await sweep(base, sale, 60, new Set(byItem.keys()));
   });
 });
 
-describe('Redis hung (stopped, connection still open)', () => {
+describe('POST /checkout and POST /purchase, with Redis hung (stopped, connection still open)', () => {
   it('answers 503 within the dependency timeout, and after it resumes, a reservation it made too late is given back', async () => {
     const env = await newEnv({ DEPENDENCY_TIMEOUT_MS: '500', RECONCILE_INTERVAL_MS: '1000' });
-    const redisPort = await freePort();
-    const redis = await redisOn(redisPort);
-    const port = await freePort();
-    service({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}` });
-    const sale = await serviceReady(port);
-    const base = `http://127.0.0.1:${port}`;
-    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
-    const early = await buy(base, 'early', item(1));
+    const { redis, sale, base } = await serviceWithRedis(env);
+    const early = await buy(base, 'early', itemId(sale, 1));
     assert.equal(early.status, 200);
-    const stuck = json<{ code: string }>({
-      body: await (await fetch(`${base}/checkout?user_id=stuck&id=${item(2)}`, { method: 'POST' })).text(),
-    }).code;
+    const stuck = await checkoutCode(base, 'stuck', itemId(sale, 2));
 
     redis.child.kill('SIGSTOP');
     try {
       // Nothing refuses the connection: every command waits until its deadline.
-      await assertFastUnavailable([`${base}/purchase?code=${stuck}`, `${base}/checkout?user_id=x&id=${item(3)}`], 1000);
-      const health = await timed(`${base}/health`, 'GET');
-      assert.equal(health.status, 503);
-      assert.equal(JSON.parse(health.text).services_status.redis, 'DOWN');
-      assert.ok(health.ms < 1000, `health took ${health.ms} ms`);
+      await assertDown(
+        base,
+        'redis',
+        [`${base}/purchase?code=${stuck}`, `${base}/checkout?user_id=x&id=${itemId(sale, 3)}`],
+        1000,
+      );
       const metrics = await timed(`${base}/metrics`, 'GET');
       assert.equal(metrics.status, 200);
       assert.match(metrics.text, /^redis_up 0$/m, 'the connection looks open, but Redis does not answer');
@@ -153,17 +171,17 @@ describe('Redis hung (stopped, connection still open)', () => {
     // reserved for a request that was already answered 503, and nobody
     // retries it. The reconciler gives it back, well within 10 s.
     const t0 = Date.now();
-    const refused = await timed(`${base}/checkout?user_id=other&id=${item(2)}`);
+    const refused = await timed(`${base}/checkout?user_id=other&id=${itemId(sale, 2)}`);
     assert.equal(JSON.parse(refused.text).error?.code, 'ITEM_SOLD', 'the late reservation should hold item 2 at first');
     const other = await waitFor('item 2 to be sellable again', async () => {
-      const r = await buy(base, 'other', item(2));
+      const r = await buy(base, 'other', itemId(sale, 2));
       return r.status === 200 ? r : undefined;
     });
     assert.ok(Date.now() - t0 < 10_000, `item 2 was unsellable for ${Date.now() - t0} ms`);
     assert.equal((await timed(`${base}/purchase?code=${stuck}`)).status, 409);
     const confirmed = [
-      { code: early.code!, userId: 'early', itemId: item(1) },
-      { code: other.code!, userId: 'other', itemId: item(2) },
+      { code: early.code!, userId: 'early', itemId: itemId(sale, 1) },
+      { code: other.code!, userId: 'other', itemId: itemId(sale, 2) },
     ];
     const { byItem } = await auditSale(env.pg, sale, 2, confirmed);
     assert.equal(byItem.size, 2);
@@ -172,7 +190,7 @@ describe('Redis hung (stopped, connection still open)', () => {
       [sale],
     );
     assert.deepEqual(rows, [{ outcome: 'UNAVAILABLE' }], 'the refused checkout is recorded with its outcome');
-    await sweep(base, sale, 60, item, new Set(byItem.keys()));
+    await sweep(base, sale, 60, new Set(byItem.keys()));
   });
 });
 
@@ -203,7 +221,7 @@ function pgProxy(port: number) {
   };
 }
 
-describe('PostgreSQL down', () => {
+describe('POST /checkout and POST /purchase, with PostgreSQL cut off', () => {
   it('answers fast 503s, loses nothing confirmed, releases reservations it could not confirm, and recovers by itself', async () => {
     const env = await newEnv();
     const proxyPort = await freePort();
@@ -214,37 +232,36 @@ describe('PostgreSQL down', () => {
     service({ ...env.env, PORT: String(port), DATABASE_URL: `postgres://postgres@127.0.0.1:${proxyPort}${dbName}` });
     const sale = await serviceReady(port);
     const base = `http://127.0.0.1:${port}`;
-    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
-    const before = await buy(base, 'early', item(1));
+    const before = await buy(base, 'early', itemId(sale, 1));
     assert.equal(before.status, 200);
-    const code = json<{ code: string }>({
-      body: await (await fetch(`${base}/checkout?user_id=stuck&id=${item(2)}`, { method: 'POST' })).text(),
-    }).code;
+    const code = await checkoutCode(base, 'stuck', itemId(sale, 2));
 
     proxy.down();
-    await assertFastUnavailable([`${base}/purchase?code=${code}`, `${base}/checkout?user_id=x&id=${item(3)}`], 2500);
-    const health = await timed(`${base}/health`, 'GET');
-    assert.equal(health.status, 503);
-    assert.equal(JSON.parse(health.text).services_status.database, 'DOWN');
+    await assertDown(
+      base,
+      'database',
+      [`${base}/purchase?code=${code}`, `${base}/checkout?user_id=x&id=${itemId(sale, 3)}`],
+      2500,
+    );
 
     await proxy.up();
     await waitFor('recovery', async () => ((await fetch(`${base}/health`)).status === 200 ? true : undefined));
     // The reservation the failed purchase made was given back: someone else can buy item 2.
-    const other = await buy(base, 'other', item(2));
+    const other = await buy(base, 'other', itemId(sale, 2));
     assert.equal(other.status, 200, 'item 2 was left reserved by a purchase PostgreSQL never confirmed');
     assert.equal((await timed(`${base}/purchase?code=${code}`)).status, 409);
     const confirmed = [
-      { code: before.code!, userId: 'early', itemId: item(1) },
-      { code: other.code!, userId: 'other', itemId: item(2) },
+      { code: before.code!, userId: 'early', itemId: itemId(sale, 1) },
+      { code: other.code!, userId: 'other', itemId: itemId(sale, 2) },
     ];
     const { byItem } = await auditSale(env.pg, sale, 2, confirmed);
     assert.equal(byItem.size, 2);
-    await sweep(base, sale, 60, item, new Set(byItem.keys()));
+    await sweep(base, sale, 60, new Set(byItem.keys()));
     proxy.down();
   });
 });
 
-describe('kill -9 during load, then restart', () => {
+describe('POST /checkout and POST /purchase on two instances, one killed with SIGKILL under load and restarted', () => {
   it('keeps every 200 in PostgreSQL, and Redis and PostgreSQL agree again with nothing unsellable', async () => {
     const ITEMS = 300;
     const env = await newEnv({
@@ -259,23 +276,37 @@ describe('kill -9 during load, then restart', () => {
     start(ports[1]!);
     const sale = await serviceReady(ports[0]!);
     await serviceReady(ports[1]!);
-    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
     const confirmed = new Map<string, Confirmed>();
+    // Per port: buyers answered (whatever the status), and buyers who got no answer at all.
+    const answered = new Map<number, number>();
+    const refused = new Map<number, number>();
+    const bump = (m: Map<number, number>, port: number) => m.set(port, (m.get(port) ?? 0) + 1);
+    const atLeast = (m: Map<number, number>, port: number, n: number) => async () =>
+      (m.get(port) ?? 0) >= n ? true : undefined;
     let stop = false;
     const buyers = Array.from({ length: 100 }, async (_, b) => {
       for (let n = 0; !stop; n++) {
-        const base = `http://127.0.0.1:${ports[(b + n) % 2]}`;
-        const r = await buy(base, `k${b}`, item(Math.floor(Math.random() * ITEMS))).catch(() => undefined);
+        const port = ports[(b + n) % 2]!;
+        const r = await buy(`http://127.0.0.1:${port}`, `k${b}`, itemId(sale, Math.floor(Math.random() * ITEMS))).catch(
+          () => undefined,
+        );
+        bump(r ? answered : refused, port);
         if (r?.status === 200) confirmed.set(r.code!, { code: r.code!, userId: `k${b}`, itemId: '' });
       }
     });
-    await new Promise((r) => setTimeout(r, 800));
+    // Kill the victim once both instances are serving buyers, restart it once
+    // its port has refused some, and stop once the restarted one serves them.
+    await waitFor(
+      'both instances to serve buyers',
+      async () => (await atLeast(answered, ports[0]!, 10)()) && atLeast(answered, ports[1]!, 10)(),
+    );
     await victim.kill('SIGKILL');
-    await new Promise((r) => setTimeout(r, 300));
+    const servedBefore = answered.get(ports[0]!)!;
+    await waitFor('requests to the killed instance to be refused', atLeast(refused, ports[0]!, 10));
     start(ports[0]!);
     await serviceReady(ports[0]!);
     const restartedAt = Date.now();
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor('the restarted instance to serve buyers', atLeast(answered, ports[0]!, servedBefore + 10));
     stop = true;
     await Promise.all(buyers);
 
@@ -295,7 +326,7 @@ describe('kill -9 during load, then restart', () => {
         const sold = await redis.hGetAll(soldKey);
         const inRedis = Object.entries(sold)
           .filter(([k]) => k !== '|')
-          .map(([k, v]) => `${item(Number(k))}=${v.split('|')[0]}`)
+          .map(([k, v]) => `${itemId(sale, Number(k))}=${v.split('|')[0]}`)
           .sort();
         const { rows: pg } = await env.pg.query<{ item_id: string; code: string }>(
           'SELECT item_id, code FROM purchases WHERE sale_id = $1',
@@ -307,12 +338,12 @@ describe('kill -9 during load, then restart', () => {
       10_000,
     );
     await redis.close();
-    await sweep(`http://127.0.0.1:${ports[0]}`, sale, ITEMS, item, new Set(byItem.keys()));
+    await sweep(`http://127.0.0.1:${ports[0]}`, sale, ITEMS, new Set(byItem.keys()));
     assert.ok(Date.now() - restartedAt < 12_000, 'convergence took too long');
   });
 });
 
-describe('Redis that may evict keys (the guardrail)', () => {
+describe('start-up against a Redis that may evict keys (REDIS_EVICTION_POLICY_CHECK)', () => {
   it('with REDIS_EVICTION_POLICY_CHECK=refuse, start-up stops with a line naming maxmemory-policy; with warn, it starts and warns', async () => {
     const env = await newEnv();
     const redisPort = await freePort();
@@ -328,7 +359,7 @@ describe('Redis that may evict keys (the guardrail)', () => {
   });
 });
 
-describe('load shedding', () => {
+describe('GET /sales/{id}/items, past MAX_IN_FLIGHT (load shedding)', () => {
   let env: TestEnv;
   before(async () => {
     env = await newEnv({ SALE_ITEMS: '1000', MAX_IN_FLIGHT: '1', LOG_LEVEL: 'silent' });

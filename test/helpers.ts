@@ -4,6 +4,7 @@
  * Several apps built on one `TestEnv` are several instances of the service.
  */
 import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 
 import pg from 'pg';
 import { createClient } from 'redis';
@@ -72,7 +73,31 @@ export async function deleteKeys(pattern: string, url = REDIS_URL): Promise<void
   await client.close();
 }
 
+/**
+ * An item id of a sale: "<sale id>-<index>", the index zero-padded to five
+ * digits (the width for any SALE_ITEMS up to 100,000), written out here so
+ * tests do not take the format from the code they test.
+ */
+export const itemId = (sale: string, index: number) => `${sale}-${String(index).padStart(5, '0')}`;
+
 /** Parses a JSON response body, keeping the test's type honest. */
 export function json<T = Record<string, unknown>>(res: { body: string }): T {
   return JSON.parse(res.body) as T;
+}
+
+/**
+ * Sends raw bytes to 127.0.0.1:port and returns the status and body of the
+ * answer, for requests Node's HTTP server handles before any route (the
+ * server answers and closes the connection).
+ */
+export function rawRequest(port: number, request: string): Promise<{ statusCode: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    let answer = '';
+    const socket = connect(port, '127.0.0.1', () => socket.write(request));
+    socket.on('data', (d: Buffer) => (answer += d.toString()));
+    socket.on('end', () =>
+      resolve({ statusCode: Number(answer.split(' ')[1]), body: answer.split('\r\n\r\n')[1] ?? '' }),
+    );
+    socket.on('error', reject);
+  });
 }

@@ -4,8 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import type { App } from '../src/app.js';
 import { saleKeys } from '../src/redis/keys.js';
 import { testEnv, type TestEnv } from './helpers.js';
+import { waitFor } from './process.js';
 
-describe('reconciler', () => {
+describe('the reconciler (Redis against PostgreSQL for the active sale)', () => {
   let env: TestEnv;
   let app: App;
   const post = async (url: string) => app.inject({ method: 'POST', url });
@@ -18,7 +19,7 @@ describe('reconciler', () => {
   });
   after(() => env.close());
 
-  it('gives back a reservation PostgreSQL never confirmed, and writes back a purchase Redis lost', async () => {
+  it('reconcile() gives back a reservation PostgreSQL never confirmed, and writes back a purchase Redis lost', async () => {
     const { ids, redis, config, reconciler, clock } = app.deps;
     const sale = ids.windowAt(clock.now()).id;
     const keys = saleKeys(config.REDIS_PREFIX, sale);
@@ -39,28 +40,47 @@ describe('reconciler', () => {
     assert.equal((await post(`/purchase?code=${orphan}`)).statusCode, 200);
   });
 
-  it('takes no purchase confirmed during its pass for drift (no false alarm in a stampede)', async () => {
-    // The reconciling instance has one PostgreSQL connection, which a slow
-    // query holds: its pass reads Redis at once, then waits for PostgreSQL,
-    // and meanwhile another instance sells an item (Redis, then PostgreSQL).
+  it('reconcile(), with a purchase confirmed between its Redis and PostgreSQL reads, takes it for no drift (no false alarm in a stampede)', async () => {
+    // The reconciling instance has one PostgreSQL connection, held by a query
+    // blocked on an advisory lock the test owns: its pass reads Redis, then
+    // waits for PostgreSQL, and meanwhile another instance sells an item
+    // (Redis, then PostgreSQL). Releasing the lock lets the pass go on.
     const reconciling = await env.app({
-      env: { DB_POOL_SIZE: '1', DEPENDENCY_TIMEOUT_MS: '3000', RECONCILE_INTERVAL_MS: '3600000' },
+      env: { DB_POOL_SIZE: '1', DEPENDENCY_TIMEOUT_MS: '5000', RECONCILE_INTERVAL_MS: '3600000' },
     });
-    const { ids, reconciler, clock, db } = reconciling.deps;
+    const { ids, reconciler, clock, db, metrics } = reconciling.deps;
     const sale = ids.windowAt(clock.now()).id;
     const code = await checkout('late', ids.itemId(sale, 300));
-    const hold = db.query('select', 'none', 'SELECT pg_sleep(0.5)');
-    const pass = reconciler.reconcile(sale);
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal((await post(`/purchase?code=${code}`)).statusCode, 200);
-    const { rows } = await env.pg.query('SELECT 1 FROM purchases WHERE code = $1', [code]);
-    assert.equal(rows.length, 1, 'the purchase must be in PostgreSQL before the pass reads it');
+    const gate = await env.pg.connect();
+    try {
+      await gate.query('BEGIN');
+      await gate.query('SELECT pg_advisory_xact_lock(4242)');
+      const hold = db.query('select', 'none', 'SELECT pg_advisory_xact_lock(4242)');
+      await waitFor('the held connection to block on the lock', async () => {
+        const { rows } = await env.pg.query(
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT pg_advisory_xact_lock(4242)'`,
+        );
+        return rows.length > 0 ? true : undefined;
+      });
+      const pass = reconciler.reconcile(sale);
+      await waitFor('the pass to have read Redis and wait for PostgreSQL', async () => {
+        const waiting = await metrics.registry.getSingleMetric('db_connections_waiting')!.get();
+        return waiting.values[0]!.value >= 1 ? true : undefined;
+      });
+      assert.equal((await post(`/purchase?code=${code}`)).statusCode, 200);
+      const { rows } = await env.pg.query('SELECT 1 FROM purchases WHERE code = $1', [code]);
+      assert.equal(rows.length, 1, 'the purchase must be in PostgreSQL before the pass reads it');
 
-    assert.deepEqual(await pass, { missing: 0, leaked: 0 });
-    await hold;
+      await gate.query('COMMIT');
+      assert.deepEqual(await pass, { missing: 0, leaked: 0 });
+      await hold;
+    } finally {
+      await gate.query('ROLLBACK').catch(() => {});
+      gate.release();
+    }
   });
 
-  it('exports the drift of its last pass and when that pass completed, on the instance that ran it', async () => {
+  it('run() exports the drift of its last pass and when that pass completed, on the instance that ran it', async () => {
     const { ids, redis, config, reconciler, clock, metrics } = app.deps;
     const sale = ids.windowAt(clock.now()).id;
     const keys = saleKeys(config.REDIS_PREFIX, sale);

@@ -17,7 +17,7 @@ import { after, describe, it } from 'node:test';
 import { createClient } from 'redis';
 
 import { auditSale, sweep, type Confirmed } from './audit.js';
-import { testEnv, type TestEnv } from './helpers.js';
+import { itemId, testEnv, type TestEnv } from './helpers.js';
 import { freePort, serviceReady, startRedis, startService, waitFor, type Proc } from './process.js';
 
 const USER_LIMIT = 3;
@@ -51,7 +51,7 @@ async function saleOn(redisPort: number, overrides: Record<string, string> = {})
   procs.push(startService({ ...env.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}` }));
   const sale = await serviceReady(port);
   const base = `http://127.0.0.1:${port}`;
-  const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+  const item = (i: number) => itemId(sale, i);
   const post = async (path: string) => {
     const res = await fetch(`${base}${path}`, { method: 'POST' });
     return { status: res.status, body: (await res.json()) as { code?: string; error?: { code: string } } };
@@ -107,7 +107,7 @@ async function assertNothingForgotten(s: Sale) {
   );
   assert.deepEqual(rows, [], 'one user and item hold two codes');
   const { byItem } = await auditSale(s.env.pg, s.sale, USER_LIMIT, s.confirmed);
-  await sweep(s.base, s.sale, ITEMS, s.item, new Set(byItem.keys()));
+  await sweep(s.base, s.sale, ITEMS, new Set(byItem.keys()));
 }
 
 async function redisCli(port: number, ...command: string[]) {
@@ -220,7 +220,7 @@ describe('PostgreSQL freezes', () => {
       }),
     );
     const sale = await serviceReady(port);
-    const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+    const item = (i: number) => itemId(sale, i);
     const codes = await Promise.all(
       [1, 2, 3].map(async (i) => {
         const res = await fetch(`http://127.0.0.1:${port}/checkout?user_id=u${i}&id=${item(i)}`, { method: 'POST' });

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 
 import type { App } from '../src/app.js';
 import { saleKeys } from '../src/redis/keys.js';
-import { json, testEnv, type TestEnv } from './helpers.js';
+import { itemId, json, testEnv, type TestEnv } from './helpers.js';
 
 describe('when Redis is wrong, PostgreSQL constraints decide and Redis is repaired', () => {
   let env: TestEnv;
@@ -11,7 +11,7 @@ describe('when Redis is wrong, PostgreSQL constraints decide and Redis is repair
   let sale: string;
   const post = (url: string) => app.inject({ method: 'POST', url });
   const buy = async (user: string, index: number) => {
-    const item = app.deps.ids.itemId(sale, index);
+    const item = itemId(sale, index);
     const co = await post(`/checkout?user_id=${user}&id=${item}`);
     assert.equal(co.statusCode, 200, co.body);
     return post(`/purchase?code=${json<{ code: string }>(co).code}`);
@@ -34,9 +34,7 @@ describe('when Redis is wrong, PostgreSQL constraints decide and Redis is repair
     assert.equal(second.statusCode, 409);
     assert.equal(json<{ error: { code: string } }>(second).error.code, 'ITEM_SOLD');
     assert.equal(await app.deps.redis.command('hget', ['HGET', keys.sold, '5']), truth);
-    const { rows } = await env.pg.query(`SELECT user_id FROM purchases WHERE item_id = $1`, [
-      app.deps.ids.itemId(sale, 5),
-    ]);
+    const { rows } = await env.pg.query(`SELECT user_id FROM purchases WHERE item_id = $1`, [itemId(sale, 5)]);
     assert.deepEqual(rows, [{ user_id: 'first' }]);
     // The loser's slot was given back: they can still buy two other items.
     assert.equal((await buy('second', 6)).statusCode, 200);
@@ -59,12 +57,15 @@ describe('when Redis is wrong, PostgreSQL constraints decide and Redis is repair
     assert.equal((await buy('other', 12)).statusCode, 200);
   });
 
-  it('after Redis lost the whole sale (restart or flush), it is rebuilt from PostgreSQL before the next write', async () => {
+  it('POST /checkout, after Redis lost the whole sale (restart or flush), rebuilds it from PostgreSQL before the next write', async () => {
+    assert.equal((await buy('owner', 30)).statusCode, 200);
+    assert.equal((await buy('maxed', 31)).statusCode, 200);
+    assert.equal((await buy('maxed', 32)).statusCode, 200);
     const keys = saleKeys(env.config.REDIS_PREFIX, sale);
     await app.deps.redis.command('del', ['DEL', keys.ready, keys.sold, keys.users, keys.codes, keys.owners]);
-    const again = await post(`/checkout?user_id=third&id=${app.deps.ids.itemId(sale, 5)}`);
+    const again = await post(`/checkout?user_id=third&id=${itemId(sale, 30)}`);
     assert.equal(json<{ error: { code: string } }>(again).error.code, 'ITEM_SOLD');
-    const limit = await post(`/checkout?user_id=full&id=${app.deps.ids.itemId(sale, 20)}`);
+    const limit = await post(`/checkout?user_id=maxed&id=${itemId(sale, 33)}`);
     assert.equal(json<{ error: { code: string } }>(limit).error.code, 'USER_LIMIT_REACHED');
     assert.equal(await app.deps.redis.command('exists', ['EXISTS', keys.ready]), 1);
   });

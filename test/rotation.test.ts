@@ -4,52 +4,56 @@ import { after, before, describe, it } from 'node:test';
 import type { App } from '../src/app.js';
 import { offsetClock } from '../src/clock.js';
 import { json, testEnv, type TestEnv } from './helpers.js';
+import { waitFor } from './process.js';
 
 const DURATION_S = 3600;
 const ITEMS = 150;
+
+/** The id of a sale starting at this instant (YYYYMMDDHH[mm[ss]]), written out here rather than taken from src. */
+const saleIdAt = (startMs: number, length: 10 | 12 | 14) =>
+  new Date(startMs).toISOString().replace(/\D/g, '').slice(0, length);
 
 describe('sale rotation across the hour, two instances sharing one clock', () => {
   let env: TestEnv;
   let apps: App[];
   const clock = offsetClock();
+  const nextHour = Math.ceil(Date.now() / 3_600_000) * 3_600_000;
 
   before(async () => {
     env = await testEnv({ SALE_ITEMS: String(ITEMS), SALE_DURATION: String(DURATION_S) });
-    // Two seconds before the next hour: the next sale must already exist.
-    const nextHour = Math.ceil(Date.now() / 3_600_000) * 3_600_000;
-    clock.set(nextHour - 2000);
+    // Thirty seconds before the next hour, well inside the 61 s lead: the next
+    // sale must already exist, and start-up cannot drift across the hour.
+    clock.set(nextHour - 30_000);
     apps = await Promise.all([env.app({ clock }), env.app({ clock })]);
   });
   after(() => env.close());
 
   const post = (app: App, url: string) => app.inject({ method: 'POST', url });
 
-  it('creates the next sale ahead of its start, once, with all its items', async () => {
-    const current = apps[0]!.deps.ids.windowAt(clock.now());
-    const next = apps[0]!.deps.ids.windowAt(current.endsAt);
+  it('the scheduler creates the next sale ahead of its start, once, with all its items', async () => {
     const { rows } = await env.pg.query<{ id: string; items: string }>(
       `SELECT s.id, (SELECT count(*) FROM items i WHERE i.sale_id = s.id) AS items FROM sales s ORDER BY s.id`,
     );
     assert.deepEqual(rows, [
-      { id: current.id, items: String(ITEMS) },
-      { id: next.id, items: String(ITEMS) },
+      { id: saleIdAt(nextHour - 3_600_000, 10), items: String(ITEMS) },
+      { id: saleIdAt(nextHour, 10), items: String(ITEMS) },
     ]);
   });
 
-  it('creates the next sale a full minute ahead even when the minute starts just after a tick', async () => {
+  it('the scheduler creates the next sale a full minute ahead even when the minute starts just after a tick', async () => {
     // 60.5 s before the next hour, one tick happens; the next would come 59.5 s before.
     const early = offsetClock();
-    const nextStart = Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000;
+    const nextStart = nextHour + 3_600_000;
     early.set(nextStart - 60_500);
-    const app = await env.app({ clock: early });
-    const next = app.deps.ids.windowAt(nextStart).id;
-    const { rows } = await env.pg.query('SELECT id FROM sales WHERE id = $1', [next]);
+    await env.app({ clock: early });
+    const { rows } = await env.pg.query('SELECT id FROM sales WHERE id = $1', [saleIdAt(nextStart, 10)]);
     assert.equal(rows.length, 1, `the sale starting at ${new Date(nextStart).toISOString()} is not there yet`);
   });
 
-  it('with requests in flight across the boundary, a code of the ended sale gets 410 SALE_ENDED and a bought one still replays', async () => {
+  it('POST /checkout and POST /purchase with requests in flight across the hour: a code of the ended sale gets 410 SALE_ENDED, a bought one still replays, the new sale sells', async () => {
     const [a, b] = apps as [App, App];
     const old = json<{ id: string }>(await a.inject('/sales/active')).id;
+    assert.equal(old, saleIdAt(nextHour - 3_600_000, 10));
     const bought = json<{ code: string }>(await post(a, `/checkout?user_id=early&id=${old}-00001`)).code;
     assert.equal((await post(b, `/purchase?code=${bought}`)).statusCode, 200);
     const unused = json<{ code: string }>(await post(b, `/checkout?user_id=late&id=${old}-00002`)).code;
@@ -58,7 +62,7 @@ describe('sale rotation across the hour, two instances sharing one clock', () =>
     const inFlight = Array.from({ length: 40 }, (_, i) =>
       post(apps[i % 2]!, `/checkout?user_id=crowd-${i}&id=${old}-${String(10 + i).padStart(5, '0')}`),
     );
-    clock.advance(2500);
+    clock.set(nextHour + 500);
     const answers = await Promise.all(inFlight);
     for (const res of answers) assert.ok([200, 404].includes(res.statusCode), `checkout answered ${res.statusCode}`);
 
@@ -69,7 +73,7 @@ describe('sale rotation across the hour, two instances sharing one clock', () =>
     assert.equal(replay.statusCode, 200);
 
     const fresh = json<{ id: string; total_items: number; items_remaining: number }>(await b.inject('/sales/active'));
-    assert.notEqual(fresh.id, old);
+    assert.equal(fresh.id, saleIdAt(nextHour, 10));
     assert.equal(fresh.total_items, ITEMS);
     assert.equal(fresh.items_remaining, ITEMS);
     const old404 = await post(a, `/checkout?user_id=late&id=${old}-00003`);
@@ -80,24 +84,45 @@ describe('sale rotation across the hour, two instances sharing one clock', () =>
   });
 });
 
-describe('sales of a few seconds on the real clock', () => {
+describe('GET /sales/active, three instances with sales of 90 seconds (ids carry seconds)', () => {
+  const DURATION_MS = 90_000;
   let env: TestEnv;
   before(async () => {
-    env = await testEnv({ SALE_ITEMS: '50', SALE_DURATION: '2' });
+    env = await testEnv({ SALE_ITEMS: '50', SALE_DURATION: String(DURATION_MS / 1000) });
   });
   after(() => env.close());
 
-  it('every instance derives the same sale id, and each window is created exactly once', async () => {
-    const apps = await Promise.all([env.app(), env.app(), env.app()]);
-    const ids = await Promise.all(apps.map(async (a) => json<{ id: string }>(await a.inject('/sales/active')).id));
-    assert.equal(new Set(ids).size <= 2, true, 'instances disagree beyond one boundary'); // a boundary may fall between calls
-    await new Promise((r) => setTimeout(r, 2500));
-    const { rows } = await env.pg.query<{ id: string; n: string }>(
-      'SELECT s.id, (SELECT count(*) FROM items i WHERE i.sale_id = s.id) AS n FROM sales s ORDER BY id',
+  const idAt = (startMs: number) => saleIdAt(startMs, 14);
+  const creations = async (app: App) =>
+    Number(/^sale_creation_duration_seconds_count (\d+)$/m.exec((await app.inject('/metrics')).body)?.[1]);
+
+  it('every instance answers the same sale id on both sides of a boundary, and each window is created once with all its items', async () => {
+    // 30 s before a boundary: inside the 46 s lead, so the next sale is prepared at start-up.
+    const boundary = (Math.ceil(Date.now() / DURATION_MS) + 1) * DURATION_MS;
+    const clock = offsetClock();
+    clock.set(boundary - 30_000);
+    const apps = await Promise.all([env.app({ clock }), env.app({ clock }), env.app({ clock })]);
+    const activeIds = () =>
+      Promise.all(apps.map(async (a) => json<{ id: string }>(await a.inject('/sales/active')).id));
+    assert.deepEqual(await activeIds(), Array(3).fill(idAt(boundary - DURATION_MS)));
+
+    clock.set(boundary + 60_000); // 30 s before the following boundary
+    assert.deepEqual(await activeIds(), Array(3).fill(idAt(boundary)));
+
+    const expected = [boundary - DURATION_MS, boundary, boundary + DURATION_MS].map((t) => ({ id: idAt(t), n: '50' }));
+    const rows = await waitFor('the sale after the boundary to be prepared', async () => {
+      const { rows } = await env.pg.query<{ id: string; n: string }>(
+        'SELECT s.id, (SELECT count(*) FROM items i WHERE i.sale_id = s.id) AS n FROM sales s ORDER BY id',
+      );
+      return rows.length === expected.length ? rows : undefined;
+    });
+    assert.deepEqual(rows, expected);
+    // Three instances raced to create each sale; exactly one created it.
+    const created = await Promise.all(apps.map(creations));
+    assert.equal(
+      created.reduce((a, b) => a + b, 0),
+      expected.length,
+      `creations per instance: ${created.join(', ')}`,
     );
-    assert.ok(rows.length >= 2, 'the next sale was not created');
-    for (const r of rows) assert.equal(r.n, '50');
-    const windowed = rows.map((r) => apps[0]!.deps.ids.windowOf(r.id));
-    for (const w of windowed) assert.ok(w, 'a sale id that is not a window');
   });
 });
