@@ -36,8 +36,6 @@ const options = {
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
-export type Options = ReturnType<typeof parseOptions>;
-
 /** The options, or 'help' when --help was asked for (then nothing else is checked). */
 export function parseOptions(args: string[]) {
   const values = parse(args);

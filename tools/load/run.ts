@@ -121,12 +121,12 @@ export async function run(o: RunOptions): Promise<RunResult> {
   /** One person's visit, until the run ends or they reach the limit (true). */
   async function visit(userId: string, behaviour: Behaviour): Promise<boolean> {
     const pace: Pace = { missed: 0 };
-    let held = 0;
+    const held = new Set<string>();
     const atLimit = (res: Answer) => errorCode(res) === 'USER_LIMIT_REACHED';
     const w = { until: o.stopAt, pace, wake: signal };
     while (running()) {
       // Nobody tries an item they know they may not buy.
-      if (userLimit !== undefined && held >= userLimit) return true;
+      if (userLimit !== undefined && held.size >= userLimit) return true;
       const { wanted, offset } = look(profile, sale.totalItems);
       const page = await send('items', `/sales/${sale.id}/items?offset=${offset}&limit=${PAGE}`, w);
       const items = page.status === 200 && Array.isArray(page.body.items) ? page.body.items : [];
@@ -137,7 +137,7 @@ export async function run(o: RunOptions): Promise<RunResult> {
       const code = co.body.code;
       if (co.status !== 200 || typeof code !== 'string' || Math.random() >= behaviour.purchase || !running()) continue;
       const res = await purchase('purchase', code, { userId, itemId }, o.stopAt, pace);
-      if (res.status === 200) held++;
+      if (res.status === 200) held.add(itemId);
       if (atLimit(res)) return true;
     }
     return false;
