@@ -4,11 +4,42 @@ import { parseArgs } from 'node:util';
 import { profiles } from './profiles.js';
 
 const USAGE =
-  'usage: npm run load -- --url http://host:port --profile light|medium|heavy|stress|realistic' +
-  ' [--duration s] [--users n] [--user-limit n] [--shared] [--out file.json]';
+  'usage: npm run load -- [--url http://host:port] [--profile light|medium|heavy|stress|realistic]' +
+  ' [--duration s] [--users n] [--shared] [--out file.json]';
 
+export const HELP = `${USAGE}
+
+Rehearses a sale against a running flashsale, then prints a report and an audit
+and writes the report as JSON.
+
+  --url URL        the service's root (default http://127.0.0.1:8080)
+  --profile NAME   light (default), medium, heavy, stress or realistic
+  --duration S     seconds to run (default: the profile's); the run also stops at the end of the sale
+  --users N        simulated users at a time (default: the profile's)
+  --shared         others buy in the same sale: skip the audit's exact count
+  --out FILE       where the JSON report goes (default .load-results/<time>.json)
+  --help, -h       this text
+
+The user limit is the service's, as it states it when a user reaches it.
+Ctrl-C stops sending and still reports; a second Ctrl-C quits at once.
+Exit: 0 audit passed, 1 audit failed, 2 bad argument or no service or sale,
+130 interrupted by Ctrl-C (when the audit found nothing). See tools/README.md.
+`;
+
+const options = {
+  url: { type: 'string', default: 'http://127.0.0.1:8080' },
+  profile: { type: 'string', default: 'light' },
+  duration: { type: 'string' },
+  users: { type: 'string' },
+  shared: { type: 'boolean', default: false },
+  out: { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/** The options, or 'help' when --help was asked for (then nothing else is checked). */
 export function parseOptions(args: string[]) {
   const values = parse(args);
+  if (values.help) return 'help' as const;
   // Object.hasOwn: `--profile toString` must not find Object.prototype's.
   if (!Object.hasOwn(profiles, values.profile)) {
     throw new Error(`--profile: unknown profile "${values.profile}", one of ${Object.keys(profiles).join(', ')}`);
@@ -20,30 +51,36 @@ export function parseOptions(args: string[]) {
     profile,
     users: positive('--users', values.users ?? String(profile.users), true),
     duration: positive('--duration', values.duration ?? String(profile.duration), false),
-    userLimit: positive('--user-limit', values['user-limit'], true),
     shared: values.shared,
-    out: values.out,
+    out: values.out ?? `.load-results/${new Date().toISOString().replace(/[:.]/g, '-')}.json`,
   };
 }
 
 function parse(args: string[]) {
   try {
-    return parseArgs({
-      args,
-      options: {
-        url: { type: 'string', default: 'http://127.0.0.1:8080' },
-        profile: { type: 'string', default: 'light' },
-        duration: { type: 'string' },
-        users: { type: 'string' },
-        'user-limit': { type: 'string', default: '10' },
-        shared: { type: 'boolean', default: false },
-        out: { type: 'string' },
-      },
-    }).values;
+    return parseArgs({ args: joinDashValues(args), options }).values;
   } catch (error) {
     // parseArgs explains some mistakes over several lines; the first one names it.
     throw new Error(`${(error as Error).message.split('\n')[0]!.replace(/\.$/, '')}; ${USAGE}`);
   }
+}
+
+/**
+ * `--users -3` as `--users=-3`: parseArgs calls a value starting with a dash
+ * "ambiguous", which hides the real mistake (a negative number) that the
+ * value's own check then names.
+ */
+function joinDashValues(args: string[]): string[] {
+  const valued = new Set(Object.entries(options).flatMap(([name, o]) => (o.type === 'string' ? [`--${name}`] : [])));
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (valued.has(args[i]!) && next !== undefined && /^-[\d.]/.test(next)) {
+      joined.push(`${args[i]}=${next}`);
+      i++;
+    } else joined.push(args[i]!);
+  }
+  return joined;
 }
 
 /** The service's origin. A trailing slash is fine; any other path is refused rather than silently dropped. */
@@ -65,7 +102,7 @@ function origin(text: string): string {
 function positive(flag: string, text: string, whole: boolean): number {
   const n = Number(text);
   if (!(whole ? /^\d+$/ : /^\d+(\.\d+)?$/).test(text) || !(n > 0)) {
-    throw new Error(`${flag}: "${text}" is not a positive ${whole ? 'whole number' : 'number'}`);
+    throw new Error(`${flag} must be a positive ${whole ? 'whole number' : 'number'}, got "${text}"`);
   }
   return n;
 }

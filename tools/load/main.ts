@@ -1,26 +1,48 @@
 /**
- * npm run load -- --url http://127.0.0.1:8080 --profile light|medium|heavy|stress|realistic
- *                 [--duration s] [--users n] [--user-limit n] [--shared] [--out file.json]
+ * npm run load -- [--url http://127.0.0.1:8080] [--profile light|medium|heavy|stress|realistic]
+ *                 [--duration s] [--users n] [--shared] [--out file.json]
  * Rehearses a sale against a running service, prints a report and an audit,
  * writes the same report as JSON. Exit 0: audit passed; 1: audit failed;
- * 2: bad arguments, no service or no active sale, or any other error.
+ * 2: bad arguments, no service or no active sale, or any other error; 130:
+ * interrupted by Ctrl-C (the report is still printed and written).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { writeFileSync } from 'node:fs';
 
-import { parseOptions } from './args.js';
+import { HELP, parseOptions } from './args.js';
 import { audit } from './audit.js';
 import { createClient } from './client.js';
+import { checkOut } from './out.js';
 import { progress } from './progress.js';
 import { print, summary } from './report.js';
 import { run } from './run.js';
-import { activeSale, saleState } from './sale.js';
+import { activeSale, saleState, saleStateAfter } from './sale.js';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
+/**
+ * Ctrl-C. Once the run has started, the first one stops sending and the run
+ * ends as usual (resends, report, audit, JSON); any other quits at once. The
+ * progress line is ended first, so the shell's prompt starts on a clean line.
+ */
+const interrupt = { stop: undefined as AbortController | undefined, endLine: () => {} };
+process.on('SIGINT', () => {
+  interrupt.endLine();
+  if (interrupt.stop && !interrupt.stop.signal.aborted) {
+    interrupt.stop.abort();
+    log('interrupted: stopping, re-sending purchases of unknown outcome, then the report (Ctrl-C again quits at once)');
+    return;
+  }
+  process.exit(130);
+});
+
 async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
+  if (o === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  checkOut(o.out);
   // One socket per user: see client.ts.
   const client = createClient(o.url, o.users);
   try {
@@ -37,9 +59,12 @@ async function main(): Promise<number> {
       log(`the sale ends at ${new Date(sale.endsAt).toISOString()}, in ${left} s: the run stops there`);
     }
     const bar = progress(stopAt, process.stdout.isTTY, (text) => process.stdout.write(text));
-    const result = await run({ client, sale, profile: o.profile, users: o.users, runId, stopAt, onTick: bar.tick });
+    const stop = new AbortController();
+    Object.assign(interrupt, { stop, endLine: bar.done });
+    const { users, profile } = o;
+    const result = await run({ client, sale, profile, users, runId, stopAt, signal: stop.signal, onTick: bar.tick });
     bar.done();
-    const after = await saleState(client, sale);
+    const after = await saleStateAfter(client, sale);
     const report = summary(
       {
         url: o.url,
@@ -49,16 +74,16 @@ async function main(): Promise<number> {
         runId,
         saleId: sale.id,
         stoppedAtSaleEnd,
+        interrupted: stop.signal.aborted,
       },
       result,
-      audit(result, before, after, o.userLimit, !o.shared),
+      audit(result, before, after, result.userLimit, !o.shared),
     );
     print(report, log);
-    const out = o.out ?? `.load-results/${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    mkdirSync(dirname(out), { recursive: true });
-    writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
-    log(`report written to ${out}`);
-    return report.audit.ok ? 0 : 1;
+    writeFileSync(o.out, `${JSON.stringify(report, null, 2)}\n`);
+    log(`report written to ${o.out}`);
+    if (!report.audit.ok) return 1;
+    return report.interrupted ? 130 : 0;
   } finally {
     await client.close();
   }
@@ -68,6 +93,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
+    interrupt.endLine();
     process.stderr.write(`load: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(2);
   },

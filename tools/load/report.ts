@@ -1,6 +1,7 @@
 /** The end-of-run report: what was run, per endpoint counts by status and latency percentiles, and the audit. */
 import type { AuditResult } from './audit.js';
-import type { Endpoint, RunResult } from './run.js';
+import type { RunResult } from './run.js';
+import type { Endpoint } from './stats.js';
 
 export interface RunInfo {
   url: string;
@@ -11,6 +12,8 @@ export interface RunInfo {
   runId: string;
   saleId: string;
   stoppedAtSaleEnd: boolean;
+  /** Stopped early by Ctrl-C. */
+  interrupted: boolean;
 }
 
 export function summary(info: RunInfo, result: RunResult, auditResult: AuditResult) {
@@ -40,32 +43,49 @@ export function summary(info: RunInfo, result: RunResult, auditResult: AuditResu
     sale_id: info.saleId,
     seconds: result.seconds,
     stopped_at_sale_end: info.stoppedAtSaleEnd,
+    interrupted: info.interrupted,
+    user_limit: result.userLimit ?? null,
+    users_reached_limit: result.usersAtLimit,
     endpoints,
+    outages: result.outages,
     audit: {
       ok: auditResult.ok,
       confirmed_purchases: auditResult.confirmed,
       unknown_outcomes: auditResult.unknown,
       problems: auditResult.problems,
+      notes: auditResult.notes,
     },
   };
 }
 
 export function print(report: ReturnType<typeof summary>, write: (line: string) => void) {
-  const end = report.stopped_at_sale_end ? ', stopped at the end of the sale' : '';
+  const end = report.interrupted
+    ? ', interrupted'
+    : report.stopped_at_sale_end
+      ? ', stopped at the end of the sale'
+      : '';
   write(`sale ${report.sale_id}, run ${report.run_id}, ${report.seconds.toFixed(1)} s${end}`);
+  const limit = report.user_limit === null ? 'never reached' : String(report.user_limit);
+  write(`user limit: ${limit}; ${report.users_reached_limit} users reached it and left, new ones came in their place`);
   write('endpoint   requests     req/s    p50 ms   p95 ms   p99 ms   max ms   statuses');
   for (const [name, e] of Object.entries(report.endpoints)) {
     if (e.requests === 0) continue;
     const l = e.latency_ms;
     const statuses = Object.entries(e.statuses)
-      .map(([s, n]) => `${s === '0' ? 'conn-error' : s}:${n}`)
-      .join(' ');
+      .map(([s, n]) => `${s}: ${n}`)
+      .join(', ');
     write(
       `${name.padEnd(10)} ${String(e.requests).padStart(8)} ${e.per_second.toFixed(1).padStart(9)} ${[l.p50, l.p95, l.p99, l.max].map((v) => v.toFixed(2).padStart(8)).join(' ')}   ${statuses}`,
     );
+  }
+  if (report.outages.length > 0) {
+    const seconds = report.outages.reduce((sum, o) => sum + o.seconds, 0);
+    const spans = report.outages.map((o) => `${o.seconds} s from second ${o.start_s}`).join(', ');
+    write(`outage: ${seconds} s with requests and no answer (${spans})`);
   }
   const a = report.audit;
   const unknown = a.unknown_outcomes > 0 ? `, ${a.unknown_outcomes} purchases with unknown outcome` : '';
   write(`audit: ${a.ok ? 'OK' : 'FAILED'} (${a.confirmed_purchases} confirmed purchases${unknown})`);
   for (const p of a.problems) write(`  - ${p}`);
+  for (const n of a.notes) write(`  note: ${n}`);
 }

@@ -1,6 +1,6 @@
 /** What the service says of the sale: the active one at the start, and its state before and after the run. */
 import type { SaleState } from './audit.js';
-import type { Client } from './client.js';
+import { backoffMs, type Client } from './client.js';
 
 export interface ActiveSale {
   id: string;
@@ -37,6 +37,24 @@ export async function saleState(client: Client, sale: ActiveSale): Promise<SaleS
     for (const item of page.items) if (item.sold) soldItems.add(item.id);
   }
   return { itemsSold: items_sold as number, soldItems };
+}
+
+/**
+ * The sale's state after the run. The service may be coming back from an
+ * outage, so it gets `ms` to answer (with backoff between tries); after that,
+ * the error is the answer, for the audit to report.
+ */
+export async function saleStateAfter(client: Client, sale: ActiveSale, ms = 10_000): Promise<SaleState | Error> {
+  const deadline = Date.now() + ms;
+  for (let k = 0; ; k++) {
+    try {
+      return await saleState(client, sale);
+    } catch (error) {
+      const wait = backoffMs(k);
+      if (Date.now() + wait > deadline) return error as Error;
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
 }
 
 function describe(res: { status: number; body: Record<string, unknown> }): string {
