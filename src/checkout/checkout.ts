@@ -75,7 +75,7 @@ export function createCheckout(deps: CheckoutDeps) {
       let error: AppError | undefined;
       let code: string | null = null;
       if (saleId !== sale.id || index >= config.SALE_ITEMS) {
-        error = new AppError('ITEM_NOT_FOUND', input.itemId);
+        error = new AppError('ITEM_NOT_FOUND', `${input.itemId} is not an item of the active sale`);
       } else {
         try {
           const reply = await decide(sale.id, index, input.userId, input.ip);
