@@ -5,7 +5,6 @@
  */
 import { METHODS } from 'node:http';
 
-import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import { pino, type Logger } from 'pino';
 
@@ -28,6 +27,7 @@ import {
   sendError,
 } from './http/errors.js';
 import { instrument } from './http/instrument.js';
+import { openapi } from './http/openapi.js';
 import type { Infra } from './infra.js';
 import { createMetrics } from './metrics/metrics.js';
 import { metricsRoutes } from './metrics/routes.js';
@@ -105,9 +105,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     // instrument() closes those connections as they go idle.
     return503OnClosing: false,
   });
-  await app.register(swagger, {
-    openapi: { info: { title: 'flashsale', version: '1.0.0', description: 'Hourly flash sales of generated items.' } },
-  });
+  await openapi(app);
   registerErrorHandling(app);
   const requests = instrument(app, metrics, config.MAX_IN_FLIGHT);
   app.addHook('onRequest', requireHost);
@@ -127,15 +125,18 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const allowed = new Map<string, Set<string>>();
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
-    for (const m of methods) allowed.set(route.url, (allowed.get(route.url) ?? new Set()).add(m));
+    // A plugin's index ('/docs' under that prefix) is also served at '/docs/', which Fastify does not report.
+    const twin = route.routePath === '' && route.prefixTrailingSlash !== 'no-slash';
+    for (const url of twin ? [route.url, `${route.url}/`] : [route.url]) {
+      for (const m of methods) allowed.set(url, (allowed.get(url) ?? new Set()).add(m));
+    }
   });
 
   checkoutRoutes(app, { ids, checkout });
   purchaseRoutes(app, { ids, purchase });
-  saleRoutes(app, { ids, sales, saleItems: config.SALE_ITEMS });
+  saleRoutes(app, { ids, sales });
   healthRoutes(app, { db, redis, inFlight: requests.inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
   metricsRoutes(app, metrics);
-  app.get('/openapi.json', { config: { name: 'openapi' }, schema: { hide: true } }, async () => app.swagger());
 
   await app.after();
   for (const [url, registered] of [...allowed]) {

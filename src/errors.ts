@@ -6,7 +6,9 @@
 const catalogue = {
   INVALID_REQUEST: { status: 400, message: (detail: string) => detail },
   NOT_FOUND: { status: 404, message: (path: string) => `no route for ${path}` },
-  ITEM_NOT_FOUND: { status: 404, message: (id: string) => `item ${id} is not an item of the active sale` },
+  // The detail is the item id and why it is not found: checkout asks about the
+  // active sale only, the image route about every sale there ever was.
+  ITEM_NOT_FOUND: { status: 404, message: (idAndWhy: string) => `item ${idAndWhy}` },
   CODE_NOT_FOUND: { status: 404, message: () => 'checkout code not found' },
   SALE_NOT_FOUND: { status: 404, message: (id: string) => `sale ${id} not found` },
   METHOD_NOT_ALLOWED: { status: 405, message: (method: string) => `method ${method} is not allowed here` },
@@ -26,6 +28,7 @@ const catalogue = {
 
 export type ErrorCode = keyof typeof catalogue;
 export const errorCodes = Object.keys(catalogue) as ErrorCode[];
+export const statusOf = (code: ErrorCode): number => catalogue[code].status;
 
 export class AppError extends Error {
   readonly status: number;

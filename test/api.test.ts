@@ -248,6 +248,30 @@ describe('the HTTP API (PRODUCT.md §2)', () => {
       assert.equal(res.body, (await app.inject(`/items/${item(7)}/image.svg`)).body, 'deterministic');
       assertError(await app.inject(`/items/${item(500)}/image.svg`), 404, 'ITEM_NOT_FOUND');
     });
+
+    it('GET /items/{id}/image.svg of a sale that never existed answers 404 ITEM_NOT_FOUND saying so', async () => {
+      const res = await app.inject('/items/2020010100-00001/image.svg');
+      assertError(res, 404, 'ITEM_NOT_FOUND');
+      assert.equal(errorOf(res).message, 'item 2020010100-00001 does not exist');
+      assert.equal((await app.inject('/sales/2020010100')).statusCode, 404, 'as the sale itself');
+    });
+
+    it('GET /items/{id}/image.svg serves the items of a past sale, up to that sale’s own size', async () => {
+      const { ids } = app.deps;
+      const past = ids.windowAt(clock.now() - 3 * 3600 * 1000);
+      // An instance living three hours ago creates that sale, with SALE_ITEMS=200.
+      await (await env.app({ clock: offsetClock(past.startsAt - Date.now()) })).deps.sales.active();
+      const pastItem = (i: number) => ids.itemId(past.id, i);
+      const res = await app.inject(`/items/${pastItem(199)}/image.svg`);
+      assert.equal(res.statusCode, 200);
+      assert.equal(res.headers['cache-control'], 'public, max-age=31536000, immutable');
+      // An instance configured for bigger sales still answers from the sale's own size.
+      const bigger = await env.app({ clock, env: { SALE_ITEMS: '300' } });
+      const beyond = await bigger.inject(`/items/${pastItem(250)}/image.svg`);
+      assertError(beyond, 404, 'ITEM_NOT_FOUND');
+      assert.equal(errorOf(beyond).message, `item ${pastItem(250)} does not exist`);
+      assert.equal((await bigger.inject(`/items/${pastItem(199)}/image.svg`)).statusCode, 200);
+    });
   });
 
   describe('the rest of the surface', () => {

@@ -1,26 +1,342 @@
+/**
+ * The OpenAPI document against the service: every documented answer (route,
+ * status) is provoked by a real request here, or excused below with why; every
+ * real answer is documented; bodies validate against the documented schema and
+ * documented headers are present. So the document cannot drift from the code.
+ */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 
-import { testEnv, type TestEnv } from './helpers.js';
+import { Ajv } from 'ajv';
+import formats from 'ajv-formats';
+
+import type { App } from '../src/app.js';
+import { offsetClock } from '../src/clock.js';
+import { json, testEnv, type TestEnv } from './helpers.js';
 
 const committed = new URL('../../docs/openapi.json', import.meta.url);
 
+interface Answer {
+  description: string;
+  headers?: Record<string, { schema: { type: string } }>;
+  content?: Record<string, { schema: object }>;
+}
+interface Operation {
+  parameters?: { in: string; name: string; required: boolean; schema: Record<string, number | string> }[];
+  responses: Record<string, Answer>;
+}
+interface Doc {
+  paths: Record<string, Record<string, Operation>>;
+  components: { responses: Record<string, Answer> };
+}
+interface Res {
+  statusCode: number;
+  headers: Record<string, string | string[] | number | undefined>;
+  body: string;
+}
+
+const ajv = new Ajv({ strict: true });
+(formats as unknown as { default: (a: Ajv) => void }).default(ajv);
+
+/** Documented statuses no request here provokes, each with why. */
+const excused: Record<string, string> = {
+  // Bodies on GET are not limited yet (issue 9, item 4, fixed on its own branch); once they are, probe these too.
+  ...Object.fromEntries(
+    [
+      '/sales/active',
+      '/sales/{sale_id}',
+      '/sales/{sale_id}/items',
+      '/items/{id}/image.svg',
+      '/health',
+      '/metrics',
+      '/openapi.json',
+    ].map((path) => [`GET ${path} 413`, 'bodies on GET are read without a limit (issue 9, item 4)']),
+  ),
+};
+
+/** Whether a response matches what the document says of it; returns "METHOD path status". */
+function check(documented: Answer | undefined, res: Res, what: string) {
+  assert.ok(documented, `${what}: status ${res.statusCode} is not documented (${res.body.slice(0, 200)})`);
+  for (const [name, header] of Object.entries(documented.headers ?? {})) {
+    const value = res.headers[name.toLowerCase()];
+    assert.ok(value !== undefined, `${what}: documented header ${name} is missing`);
+    const typed = header.schema.type === 'integer' ? Number(value) : value;
+    assert.ok(ajv.validate(header.schema, typed), `${what}: header ${name}: ${value}: ${ajv.errorsText()}`);
+  }
+  const contentType = String(res.headers['content-type']);
+  const media = Object.keys(documented.content ?? {}).find(
+    (type) => type === contentType || type === contentType.split(';')[0],
+  );
+  assert.ok(media, `${what}: content type ${contentType} is not documented`);
+  const body = media.includes('json') ? (JSON.parse(res.body) as unknown) : res.body;
+  assert.ok(ajv.validate(documented.content![media]!.schema, body), `${what}: ${ajv.errorsText()}: ${res.body}`);
+}
+
 describe('GET /openapi.json', () => {
   let env: TestEnv;
+  let app: App;
+  let doc: Doc;
+  let sale: string;
+  const provoked = new Set<string>();
+  const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+
+  /** Sends a request and checks the answer against the operation `path` documents. */
+  async function probe(target: App, method: string, url: string, path: string, expected: number) {
+    const res = await target.inject({ method, url });
+    return expect(res, method, path, expected);
+  }
+  function expect(res: Res, method: string, path: string, expected: number) {
+    const what = `${method} ${path} ${res.statusCode}`;
+    assert.equal(res.statusCode, expected, `${method} ${path}: ${res.body.slice(0, 300)}`);
+    const operation = doc.paths[path]?.[method.toLowerCase()];
+    assert.ok(operation, `${method} ${path} is not documented`);
+    check(operation.responses[String(res.statusCode)], res, what);
+    provoked.add(what);
+    return res;
+  }
+
   before(async () => {
     // The documented copy describes the default hourly sale of 10,000 items.
-    env = await testEnv({ SALE_ITEMS: '10000', SALE_DURATION: '3600' });
+    env = await testEnv({
+      SALE_ITEMS: '10000',
+      SALE_DURATION: '3600',
+      USER_LIMIT: '2',
+      RATE_LIMIT_USER_PER_SEC: '1',
+      RATE_LIMIT_USER_BURST: '3',
+    });
+    app = await env.app();
+    doc = json<Doc>(await app.inject('/openapi.json'));
+    sale = json<{ id: string }>(await app.inject('/sales/active')).id;
   });
   after(() => env.close());
 
   it('serves the OpenAPI document, and docs/openapi.json is that document (UPDATE_OPENAPI=1 rewrites it)', async () => {
-    const app = await env.app();
-    const res = await app.inject('/openapi.json');
-    assert.equal(res.statusCode, 200);
-    const served = `${JSON.stringify(res.json(), null, 2)}\n`;
-    assert.ok(Object.keys(res.json<{ paths: object }>().paths).includes('/checkout'));
+    const served = `${JSON.stringify(doc, null, 2)}\n`;
     if (process.env.UPDATE_OPENAPI === '1') await writeFile(committed, served);
     assert.equal(await readFile(committed, 'utf8'), served, 'docs/openapi.json is stale: run npm run openapi');
+  });
+
+  it('describes each answer with a description of its own, never "Default Response"', () => {
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        for (const [status, answer] of Object.entries(operation.responses)) {
+          assert.notEqual(answer.description, 'Default Response', `${method} ${path} ${status}`);
+        }
+      }
+    }
+  });
+
+  it('POST /checkout and POST /purchase: each answer is the documented one', async () => {
+    const code = json<{ code: string }>(
+      await probe(app, 'POST', `/checkout?user_id=a&id=${item(1)}`, '/checkout', 200),
+    ).code;
+    const rival = json<{ code: string }>(
+      await probe(app, 'POST', `/checkout?user_id=b&id=${item(1)}`, '/checkout', 200),
+    ).code;
+    await probe(app, 'POST', `/purchase?code=${code}`, '/purchase', 200);
+    await probe(app, 'POST', `/purchase?code=${rival}`, '/purchase', 409); // ITEM_SOLD
+    await probe(app, 'POST', `/checkout?user_id=c&id=${item(1)}`, '/checkout', 409); // ITEM_SOLD
+    await probe(app, 'POST', '/checkout?user_id=a&id=nope', '/checkout', 400);
+    await probe(app, 'POST', `/checkout?user_id=a&id=2001010100-00001`, '/checkout', 404);
+    await probe(app, 'POST', '/purchase?code=nope', '/purchase', 400);
+    await probe(app, 'POST', `/purchase?code=${sale}-${'0'.repeat(32)}`, '/purchase', 404);
+    for (let i = 2; ; i++) {
+      // The user's bucket holds 3 checkouts: one of these is refused.
+      const res = await app.inject({ method: 'POST', url: `/checkout?user_id=d&id=${item(i)}` });
+      if (res.statusCode !== 200) {
+        expect(res, 'POST', '/checkout', 429);
+        break;
+      }
+    }
+    // A code is limited like a user: replaying a purchase runs out too.
+    for (;;) {
+      const res = await app.inject({ method: 'POST', url: `/purchase?code=${code}` });
+      if (res.statusCode !== 200) {
+        expect(res, 'POST', '/purchase', 429);
+        break;
+      }
+    }
+    for (const [url, path] of [
+      [`/checkout?user_id=a&id=${item(9)}`, '/checkout'],
+      [`/purchase?code=${code}`, '/purchase'],
+    ] as const) {
+      const res = await app.inject({ method: 'POST', url, payload: 'x'.repeat(17 * 1024) });
+      expect(res, 'POST', path, 413);
+    }
+  });
+
+  it('POST /checkout and POST /purchase: the user limit and an ended sale answer as documented', async () => {
+    const clock = offsetClock();
+    const other = await env.app({ clock, env: { RATE_LIMIT_USER_PER_SEC: '0' } });
+    const codes: string[] = [];
+    for (let i = 20; i < 23; i++) {
+      const res = await other.inject({ method: 'POST', url: `/checkout?user_id=e&id=${item(i)}` });
+      if (res.statusCode === 200) codes.push(json<{ code: string }>(res).code);
+    }
+    await probe(other, 'POST', `/purchase?code=${codes[0]}`, '/purchase', 200);
+    await probe(other, 'POST', `/purchase?code=${codes[1]}`, '/purchase', 200);
+    await probe(other, 'POST', `/purchase?code=${codes[2]}`, '/purchase', 409); // USER_LIMIT_REACHED
+    await probe(other, 'POST', `/checkout?user_id=e&id=${item(30)}`, '/checkout', 409); // USER_LIMIT_REACHED
+    const unused = json<{ code: string }>(
+      await probe(other, 'POST', `/checkout?user_id=f&id=${item(31)}`, '/checkout', 200),
+    ).code;
+    clock.advance(3600 * 1000);
+    await probe(other, 'POST', `/purchase?code=${unused}`, '/purchase', 410);
+  });
+
+  it('the GET routes: each answer is the documented one', async () => {
+    const past = app.deps.ids.windowAt(Date.now() - 3600 * 1000).id;
+    await probe(app, 'GET', '/sales/active', '/sales/active', 200);
+    await probe(app, 'GET', `/sales/${sale}`, '/sales/{sale_id}', 200);
+    await probe(app, 'GET', `/sales/${past}`, '/sales/{sale_id}', 404);
+    await probe(app, 'GET', `/sales/${'1'.repeat(33)}`, '/sales/{sale_id}', 400);
+    await probe(app, 'GET', `/sales/${sale}/items`, '/sales/{sale_id}/items', 200);
+    await probe(app, 'GET', `/sales/${sale}/items?limit=0`, '/sales/{sale_id}/items', 400);
+    await probe(app, 'GET', `/sales/${past}/items`, '/sales/{sale_id}/items', 404);
+    await probe(app, 'GET', `/items/${item(9999)}/image.svg`, '/items/{id}/image.svg', 200);
+    await probe(app, 'GET', `/items/${item(10000)}/image.svg`, '/items/{id}/image.svg', 404);
+    await probe(app, 'GET', '/items/nope/image.svg', '/items/{id}/image.svg', 400);
+    await probe(app, 'GET', '/health', '/health', 200);
+    await probe(app, 'GET', '/metrics', '/metrics', 200);
+    await probe(app, 'GET', '/openapi.json', '/openapi.json', 200);
+  });
+
+  it('every route answers a request without Host with the documented 400', async () => {
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    const hostless = (method: string, path: string) =>
+      new Promise<Res>((resolve, reject) => {
+        const req = httpRequest({ port, host: '127.0.0.1', method, path, setHost: false }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+          res.on('end', () => resolve({ statusCode: res.statusCode!, headers: res.headers, body }));
+        });
+        req.on('error', reject).end();
+      });
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      const url = path.replace('{sale_id}', sale).replace('{id}', item(1));
+      for (const method of Object.keys(operations)) {
+        expect(await hostless(method.toUpperCase(), url), method.toUpperCase(), path, 400);
+      }
+    }
+  });
+
+  it('every route answers with the documented 503 when the service is overloaded', async () => {
+    const busy = await env.app({ env: { MAX_IN_FLIGHT: '1' } });
+    // A request whose body never ends stays in flight: everything else is shed.
+    const body = new PassThrough();
+    const held = busy
+      .inject({ method: 'POST', url: '/purchase?code=x', payload: body, headers: { 'content-length': '9' } })
+      .then((res) => res);
+    const inFlight = async () =>
+      (await busy.deps.metrics.registry.getSingleMetric('http_requests_in_flight')!.get()).values[0]?.value;
+    while ((await inFlight()) !== 1) await new Promise((resolve) => setImmediate(resolve));
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      const url = path.replace('{sale_id}', sale).replace('{id}', item(1));
+      for (const method of Object.keys(operations)) await probe(busy, method.toUpperCase(), url, path, 503);
+    }
+    body.end('123456789');
+    await held;
+  });
+
+  it('GET /health and POST /checkout answer the documented 503 when Redis is down', async () => {
+    const down = await env.app({ env: { REDIS_URL: 'redis://127.0.0.1:1', DEPENDENCY_TIMEOUT_MS: '100' } });
+    const health = await probe(down, 'GET', '/health', '/health', 503);
+    assert.equal(json<{ services_status: { redis: string } }>(health).services_status.redis, 'DOWN');
+    await probe(down, 'POST', `/checkout?user_id=g&id=${item(40)}`, '/checkout', 503);
+  });
+
+  it('any other method on a documented path answers the documented 405 with Allow; an unknown path 404', async () => {
+    const { MethodNotAllowed, NotFound } = doc.components.responses;
+    const standard = ['get', 'put', 'post', 'delete', 'options', 'patch', 'trace'];
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      const url = path.replace('{sale_id}', sale).replace('{id}', item(1));
+      const methods = Object.keys(operations).flatMap((m) => (m === 'get' ? ['GET', 'HEAD'] : [m.toUpperCase()]));
+      for (const method of standard.filter((m) => !operations[m])) {
+        const res = await app.inject({ method: method.toUpperCase(), url });
+        assert.equal(res.statusCode, 405, `${method} ${path}`);
+        check(MethodNotAllowed, res, `${method} ${path}`);
+        assert.deepEqual(String(res.headers.allow).split(', ').sort(), methods.sort(), `${method} ${path}`);
+      }
+    }
+    const res = await app.inject('/nowhere');
+    assert.equal(res.statusCode, 404);
+    check(NotFound, res, 'GET /nowhere');
+  });
+
+  it('the integer query parameters take what the document says: bounds and defaults', async () => {
+    const path = '/sales/{sale_id}/items';
+    const integers = doc.paths[path]!.get!.parameters!.filter((p) => p.schema.type === 'integer');
+    assert.deepEqual(
+      integers.map((p) => p.name),
+      ['offset', 'limit'],
+    );
+    for (const param of integers) {
+      const { minimum, maximum } = param.schema as { minimum: number; maximum: number };
+      assert.equal(param.required, false, param.name);
+      for (const [value, status] of [
+        [minimum, 200],
+        [maximum, 200],
+        [minimum - 1, 400],
+        [maximum + 1, 400],
+      ] as const) {
+        await probe(app, 'GET', `/sales/${sale}/items?${param.name}=${value}`, path, status);
+      }
+      const page = json<Record<string, unknown>>(await app.inject(`/sales/${sale}/items`));
+      assert.equal(page[param.name], param.schema.default, `${param.name} defaults to what the document says`);
+    }
+  });
+
+  it('every documented answer was provoked above or is excused with why', () => {
+    const documented = Object.entries(doc.paths).flatMap(([path, operations]) =>
+      Object.entries(operations).flatMap(([method, operation]) =>
+        Object.keys(operation.responses).map((status) => `${method.toUpperCase()} ${path} ${status}`),
+      ),
+    );
+    const missed = documented.filter((answer) => !provoked.has(answer) && !excused[answer]);
+    assert.deepEqual(missed, [], 'documented answers no test provokes');
+    const stale = Object.keys(excused).filter((answer) => !documented.includes(answer) || provoked.has(answer));
+    assert.deepEqual(stale, [], 'excuses for answers that are not documented, or that are provoked after all');
+  });
+});
+
+describe('GET /docs', () => {
+  let env: TestEnv;
+  before(async () => {
+    env = await testEnv();
+  });
+  after(() => env.close());
+
+  it('serves Swagger UI: the page, every asset it loads and the document it shows; one metrics label; not in the document', async () => {
+    const app = await env.app();
+    const page = await app.inject('/docs');
+    assert.equal(page.statusCode, 200);
+    assert.match(String(page.headers['content-type']), /^text\/html/);
+    const assets = [...page.body.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+    assert.ok(assets.some((a) => a.endsWith('.js')) && assets.some((a) => a.endsWith('.css')), page.body);
+    for (const asset of assets) {
+      const res = await app.inject(new URL(asset, 'http://localhost/docs/').pathname);
+      assert.equal(res.statusCode, 200, asset);
+      assert.ok(res.body.length > 0, asset);
+    }
+    const initializer = await app.inject('/docs/static/swagger-initializer.js');
+    const specUrl = /url: resolveUrl\('([^']+)'\)/.exec(initializer.body)?.[1];
+    assert.ok(specUrl, initializer.body);
+    const shown = await app.inject(new URL(specUrl, 'http://localhost/docs/').pathname);
+    assert.deepEqual(shown.json(), (await app.inject('/openapi.json')).json());
+
+    const metrics = (await app.inject('/metrics')).body;
+    const handlers = new Set([...metrics.matchAll(/^http_requests_total\{handler="([^"]+)"/gm)].map((m) => m[1]));
+    assert.ok(handlers.has('docs'), metrics);
+    for (const handler of handlers) assert.doesNotMatch(handler!, /\//, 'no path becomes a label');
+    const paths = Object.keys(json<Doc>(await app.inject('/openapi.json')).paths);
+    assert.deepEqual(
+      paths.filter((p) => p.startsWith('/docs')),
+      [],
+    );
   });
 });

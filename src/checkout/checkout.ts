@@ -60,7 +60,7 @@ export function createCheckout(deps: CheckoutDeps) {
       const { saleId, index } = ids.parseItemId(input.itemId);
       let decided: string | AppError;
       if (saleId !== sale.id || index >= config.SALE_ITEMS) {
-        decided = new AppError('ITEM_NOT_FOUND', input.itemId);
+        decided = new AppError('ITEM_NOT_FOUND', `${input.itemId} is not an item of the active sale`);
       } else {
         // Redis down: the attempt is still recorded, with its 503, if PostgreSQL is up.
         decided = await decide(sale.id, index, input.userId, input.ip).catch((err: unknown) => {

@@ -4,8 +4,7 @@ import { Type } from 'typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
 import type { Ids } from '../sale/ids.js';
-import { errorSchema } from '../http/errors.js';
-import { USER_ID, USER_ID_RULE } from '../http/schemas.js';
+import { responses, USER_ID, USER_ID_RULE } from '../http/schemas.js';
 import type { Checkout } from './checkout.js';
 
 export function checkoutRoutes(app: FastifyInstance, deps: { ids: Ids; checkout: Checkout }) {
@@ -21,17 +20,28 @@ export function checkoutRoutes(app: FastifyInstance, deps: { ids: Ids; checkout:
           description: 'must be an item id of the active sale, such as 2026112416-00042',
         }),
       }),
-      response: {
-        200: Type.Object({
-          code: Type.String(),
-          sale_id: Type.String(),
-          item_id: Type.String(),
-          user_id: Type.String(),
-          expires_at: Type.String({ format: 'date-time' }),
-        }),
-        '4xx': errorSchema,
-        '5xx': errorSchema,
-      },
+      response: responses(
+        {
+          200: Type.Object(
+            {
+              code: Type.String(),
+              sale_id: Type.String(),
+              item_id: Type.String(),
+              user_id: Type.String(),
+              expires_at: Type.String({ format: 'date-time', description: 'the end of the sale' }),
+            },
+            { description: "The user's code for this item, recorded with the attempt" },
+          ),
+        },
+        {
+          INVALID_REQUEST: '`user_id` or `id` is missing or malformed (`field` names it)',
+          ITEM_NOT_FOUND: '`id` is not an item of the active sale',
+          ITEM_SOLD: 'the item is already sold',
+          USER_LIMIT_REACHED: 'the user already holds `USER_LIMIT` items of this sale',
+          RATE_LIMITED: 'too many checkouts from this user or this client address',
+          UNAVAILABLE: 'Redis or PostgreSQL is unavailable, or the sale state is being rebuilt',
+        },
+      ),
     },
     handler: async (request) => {
       const result = await deps.checkout.checkout({

@@ -6,8 +6,10 @@
 import { PerformanceObserver } from 'node:perf_hooks';
 
 import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
 
 import type { Db } from '../db/db.js';
+import { errorBody, responses, retryAfter } from '../http/schemas.js';
 import type { Redis } from '../redis/redis.js';
 
 const startedAt = Date.now();
@@ -24,6 +26,37 @@ export function goDuration(ms: number): string {
   return `${h ? `${h}h` : ''}${h || m ? `${m}m` : ''}${Number(s.toFixed(3))}s`;
 }
 
+const upOrDown = Type.Unsafe<'UP' | 'DOWN'>({ type: 'string', enum: ['UP', 'DOWN'] });
+const HealthData = Type.Object({
+  services_status: Type.Object({
+    app: Type.Unsafe<'UP'>({ type: 'string', enum: ['UP'] }),
+    database: upOrDown,
+    redis: upOrDown,
+  }),
+  uptime: Type.String({ description: "since the process started, as Go writes a duration: '1h2m3.5s'" }),
+  memory: Type.Object({
+    alloc: Type.Integer({ description: 'heap used, bytes' }),
+    total_alloc: Type.Integer({ description: 'heap allocated, bytes' }),
+    sys: Type.Integer({ description: 'resident set size, bytes' }),
+    num_gc: Type.Integer({ description: 'garbage collections since start' }),
+  }),
+  goroutines: Type.Integer({ description: 'active libuv handles and requests plus requests in flight' }),
+});
+
+const schema = {
+  summary: 'Whether this instance and its dependencies are up (the seed HealthData)',
+  response: {
+    ...responses({ 200: { ...HealthData, description: 'Everything is up' } }, {}),
+    503: {
+      description:
+        'PostgreSQL or Redis is down: the same body, `services_status` naming which. ' +
+        'Or `UNAVAILABLE`: the service is overloaded (`MAX_IN_FLIGHT` requests in flight)',
+      headers: retryAfter,
+      anyOf: [HealthData, errorBody(['UNAVAILABLE'])],
+    },
+  },
+};
+
 export function healthRoutes(
   app: FastifyInstance,
   deps: { db: Db; redis: Redis; inFlight: () => number; timeoutMs: number },
@@ -31,6 +64,7 @@ export function healthRoutes(
   const { db, redis, inFlight, timeoutMs } = deps;
   app.get('/health', {
     config: { name: 'health' },
+    schema,
     handler: async (_request, reply) => {
       const [database, cache] = await Promise.all([db.ping(timeoutMs), redis.ping()]);
       const memory = process.memoryUsage();

@@ -10,18 +10,6 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 
 import { AppError, invalid } from '../errors.js';
 
-export const errorSchema = {
-  type: 'object',
-  properties: {
-    error: {
-      type: 'object',
-      properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } },
-      required: ['code', 'message'],
-    },
-  },
-  required: ['error'],
-} as const;
-
 /** Fastify's own errors (parsing, validation, limits) in the catalogue's terms. */
 function fromFastify(err: FastifyError, request: FastifyRequest): AppError {
   if (err.validation) {

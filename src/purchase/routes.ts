@@ -3,7 +3,7 @@ import { Type } from 'typebox';
 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
-import { errorSchema } from '../http/errors.js';
+import { responses } from '../http/schemas.js';
 import type { Ids } from '../sale/ids.js';
 import type { Purchase } from './purchase.js';
 
@@ -19,17 +19,30 @@ export function purchaseRoutes(app: FastifyInstance, deps: { ids: Ids; purchase:
           description: 'must be a code returned by POST /checkout',
         }),
       }),
-      response: {
-        200: Type.Object({
-          sale_id: Type.String(),
-          item_id: Type.String(),
-          user_id: Type.String(),
-          item: Type.Object({ id: Type.String(), name: Type.String(), image_url: Type.String() }),
-          purchased_at: Type.String({ format: 'date-time' }),
-        }),
-        '4xx': errorSchema,
-        '5xx': errorSchema,
-      },
+      response: responses(
+        {
+          200: Type.Object(
+            {
+              sale_id: Type.String(),
+              item_id: Type.String(),
+              user_id: Type.String(),
+              item: Type.Object({ id: Type.String(), name: Type.String(), image_url: Type.String() }),
+              purchased_at: Type.String({ format: 'date-time' }),
+            },
+            { description: 'The purchase, durable in PostgreSQL; a repeat with the same code answers the same' },
+          ),
+        },
+        {
+          INVALID_REQUEST: '`code` is missing or malformed',
+          CODE_NOT_FOUND: 'no checkout issued this code',
+          ITEM_SOLD: 'the item was sold to someone else',
+          USER_LIMIT_REACHED: 'the user already bought `USER_LIMIT` items of this sale',
+          SALE_ENDED: "the code's sale has ended and the code bought nothing",
+          RATE_LIMITED: 'too many purchases with this code or from this client address',
+          UNAVAILABLE:
+            'Redis or PostgreSQL is unavailable, the sale state is being rebuilt, or another purchase with this code is still in progress',
+        },
+      ),
     },
     handler: async (request) => {
       const { outcome, body } = await deps.purchase.purchase({ code: request.query.code, ip: request.ip });

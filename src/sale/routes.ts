@@ -4,25 +4,34 @@ import { Type } from 'typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
 import { AppError } from '../errors.js';
-import { errorSchema } from '../http/errors.js';
+import { queryInteger, responses } from '../http/schemas.js';
 import { imageUrl, itemImageSvg } from './catalog.js';
 import type { Ids } from './ids.js';
 import type { Sales } from './sales.js';
+import { createSaleSizes } from './sizes.js';
 
-const SaleBody = Type.Object({
-  id: Type.String(),
-  started_at: Type.String({ format: 'date-time' }),
-  ends_at: Type.String({ format: 'date-time' }),
-  total_items: Type.Integer(),
-  items_sold: Type.Integer(),
-  items_remaining: Type.Integer(),
-});
-const errors = { '4xx': errorSchema, '5xx': errorSchema };
+const SaleBody = Type.Object(
+  {
+    id: Type.String(),
+    started_at: Type.String({ format: 'date-time' }),
+    ends_at: Type.String({ format: 'date-time' }),
+    total_items: Type.Integer(),
+    items_sold: Type.Integer(),
+    items_remaining: Type.Integer(),
+  },
+  { description: 'The sale, its counts read from PostgreSQL' },
+);
 const SaleParams = Type.Object({ sale_id: Type.String({ maxLength: 32, description: 'must be a sale id' }) });
+const database = 'PostgreSQL is unavailable';
+const noSale = 'no sale has this id';
+const longId = '`sale_id` is over 32 characters';
+/** Served forever: the picture is a pure function of the id, and an item never stops existing. */
+const IMMUTABLE = 'public, max-age=31536000, immutable';
 
-export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales; saleItems: number }) {
+export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales }) {
   const { ids, sales } = deps;
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
+  const totalItems = createSaleSizes(sales);
 
   async function saleOr404(saleId: string) {
     const sale = ids.windowOf(saleId) && (await sales.info(saleId));
@@ -32,13 +41,20 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales;
 
   api.get('/sales/active', {
     config: { name: 'sale_active' },
-    schema: { summary: 'The sale running now', response: { 200: SaleBody, ...errors } },
+    schema: { summary: 'The sale running now', response: responses({ 200: SaleBody }, { UNAVAILABLE: database }) },
     handler: async () => saleOr404((await sales.active()).id),
   });
 
   api.get('/sales/:sale_id', {
     config: { name: 'sale' },
-    schema: { summary: 'Any sale, past or present', params: SaleParams, response: { 200: SaleBody, ...errors } },
+    schema: {
+      summary: 'Any sale, past or present',
+      params: SaleParams,
+      response: responses(
+        { 200: SaleBody },
+        { INVALID_REQUEST: longId, SALE_NOT_FOUND: noSale, UNAVAILABLE: database },
+      ),
+    },
     handler: async (request) => saleOr404(request.params.sale_id),
   });
 
@@ -47,37 +63,34 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales;
     schema: {
       summary: "A page of a sale's items, with whether each is sold",
       params: SaleParams,
-      // Decimal digits only: Ajv's number coercion turns 5,000 nines into
-      // Infinity, which slips past `maximum`, and also accepts 0x10 and 1e3.
       querystring: Type.Object({
-        offset: Type.String({
-          pattern: '^0*\\d{1,8}$',
-          maxLength: 16,
-          default: '0',
-          description: 'must be an integer from 0 to 99999999',
-        }),
-        limit: Type.String({
-          pattern: '^0*(1000|[1-9]\\d{0,2})$',
-          maxLength: 16,
-          default: '100',
-          description: 'must be an integer from 1 to 1000',
-        }),
+        offset: queryInteger({ minimum: 0, maximum: 99_999_999, default: 0 }),
+        limit: queryInteger({ minimum: 1, maximum: 1000, default: 100 }),
       }),
-      response: {
-        200: Type.Object({
-          items: Type.Array(
-            Type.Object({ id: Type.String(), name: Type.String(), image_url: Type.String(), sold: Type.Boolean() }),
+      response: responses(
+        {
+          200: Type.Object(
+            {
+              items: Type.Array(
+                Type.Object({ id: Type.String(), name: Type.String(), image_url: Type.String(), sold: Type.Boolean() }),
+              ),
+              offset: Type.Integer(),
+              limit: Type.Integer(),
+              total: Type.Integer({ description: "the sale's number of items" }),
+            },
+            { description: 'The page, in item order' },
           ),
-          offset: Type.Integer(),
-          limit: Type.Integer(),
-          total: Type.Integer(),
-        }),
-        ...errors,
-      },
+        },
+        {
+          INVALID_REQUEST: `\`offset\` or \`limit\` is not an integer in its range (\`field\` names it), or ${longId}`,
+          SALE_NOT_FOUND: noSale,
+          UNAVAILABLE: database,
+        },
+      ),
     },
     handler: async (request) => {
-      const offset = Number(request.query.offset);
-      const limit = Number(request.query.limit);
+      // Validation has set the defaults of absent parameters.
+      const { offset, limit } = request.query as { offset: number; limit: number };
       const sale = await saleOr404(request.params.sale_id);
       const rows = await sales.items(sale.id, offset, limit);
       return {
@@ -94,15 +107,26 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales;
     schema: {
       summary: "An item's generated picture",
       params: Type.Object({ id: Type.String({ pattern: ids.patterns.itemId, description: 'must be an item id' }) }),
+      response: responses(
+        {
+          200: {
+            description: 'The picture, the same for ever',
+            headers: { 'cache-control': { type: 'string', enum: [IMMUTABLE] } },
+            content: { 'image/svg+xml': { schema: { type: 'string' } } },
+          },
+        },
+        {
+          INVALID_REQUEST: '`id` is not an item id',
+          ITEM_NOT_FOUND: 'no sale, past or present, has this item',
+          UNAVAILABLE: `${database} (only while this instance has not yet seen the item's sale)`,
+        },
+      ),
     },
     handler: async (request, reply) => {
       const { saleId, index } = ids.parseItemId(request.params.id);
-      if (!ids.windowOf(saleId) || index >= deps.saleItems) throw new AppError('ITEM_NOT_FOUND', request.params.id);
-      // The picture is a pure function of the id: cache it forever.
-      return reply
-        .type('image/svg+xml')
-        .header('cache-control', 'public, max-age=31536000, immutable')
-        .send(itemImageSvg(request.params.id));
+      const total = ids.windowOf(saleId) && (await totalItems(saleId));
+      if (!total || index >= total) throw new AppError('ITEM_NOT_FOUND', `${request.params.id} does not exist`);
+      return reply.type('image/svg+xml').header('cache-control', IMMUTABLE).send(itemImageSvg(request.params.id));
     },
   });
 }
