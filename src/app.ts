@@ -24,6 +24,7 @@ import {
   requireHost,
   sendError,
 } from './http/errors.js';
+import { boundDrain } from './http/drain.js';
 import { instrument } from './http/instrument.js';
 import type { Infra } from './infra.js';
 import { createMetrics } from './metrics/metrics.js';
@@ -101,7 +102,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     clientErrorHandler,
     frameworkErrors,
     // While draining, requests already on open connections are served, not refused;
-    // instrument() closes those connections as they go idle.
+    // boundDrain() closes those connections as they go idle, and ends the stuck ones.
     return503OnClosing: false,
   });
   await app.register(swagger, {
@@ -109,6 +110,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   });
   registerErrorHandling(app);
   instrument(app, metrics, config.MAX_IN_FLIGHT);
+  boundDrain(app, config.REQUEST_TIMEOUT_MS);
   app.addHook('onRequest', requireHost);
   app.server.on('connect', refuseConnect);
   // No route takes a body: one sent anyway is read (so an oversized one gets

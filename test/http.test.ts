@@ -1,19 +1,8 @@
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { testEnv, type TestEnv } from './helpers.js';
-
-/** Sends raw bytes and returns the whole answer (the server closes the connection). */
-function raw(port: number, request: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let answer = '';
-    const socket = connect(port, '127.0.0.1', () => socket.write(request));
-    socket.on('data', (d) => (answer += d.toString()));
-    socket.on('end', () => resolve(answer));
-    socket.on('error', reject);
-  });
-}
+import { raw } from './sockets.js';
 
 describe("requests Node's HTTP server handles before any route", () => {
   let env: TestEnv;

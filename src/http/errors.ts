@@ -50,7 +50,7 @@ export function sendError(reply: FastifyReply, error: AppError) {
 }
 
 /** Answers on the raw socket, in the error shape, and closes it: for requests that never reach a route. */
-function answerOnSocket(socket: Duplex, error: AppError) {
+export function answerOnSocket(socket: Duplex, error: AppError) {
   if (!socket.writable) return socket.destroy();
   const body = JSON.stringify({ error: { code: error.code, message: error.message } });
   socket.end(

@@ -1,5 +1,5 @@
 /**
- * Request metrics, load shedding and connection draining, as hooks around every route.
+ * Request metrics and load shedding, as hooks around every route.
  * Labels are bounded whatever clients send: `handler` is the matched route's
  * name or "unmatched", `method` is one of a fixed set or "OTHER".
  */
@@ -30,19 +30,6 @@ export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: 
   let inFlight = 0;
   metrics.sources.inFlight = () => inFlight;
   app.decorateRequest('outcome', '');
-
-  // While draining, connections that go idle after close() began (their last
-  // request was in flight) are closed too; otherwise each would hold the
-  // process for the keep-alive timeout.
-  let sweepIdle: NodeJS.Timeout | undefined;
-  app.addHook('preClose', (done) => {
-    sweepIdle = setInterval(() => app.server.closeIdleConnections(), 100);
-    done();
-  });
-  app.addHook('onClose', (_app, done) => {
-    clearInterval(sweepIdle);
-    done();
-  });
 
   app.addHook('onRequest', (request, reply, done) => {
     inFlight++;
