@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { testEnv, type TestEnv } from './helpers.js';
-import { raw } from './sockets.js';
+import type { Counter } from 'prom-client';
+
+import type { App } from '../src/app.js';
+import { json, testEnv, type TestEnv } from './helpers.js';
+import { waitFor } from './process.js';
+import { openSocket, raw } from './sockets.js';
 
 describe("requests Node's HTTP server handles before any route", () => {
   let env: TestEnv;
@@ -53,5 +57,88 @@ describe("requests Node's HTTP server handles before any route", () => {
       message: 'the Host header is required',
       field: 'host',
     });
+  });
+});
+
+describe('requests whose client leaves before the answer', () => {
+  let env: TestEnv;
+  let app: App;
+  let port: number;
+  let sale: string;
+  before(async () => {
+    env = await testEnv({ RATE_LIMIT_USER_PER_SEC: '0', RATE_LIMIT_IP_PER_SEC: '0' });
+    app = await env.app();
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    port = (app.server.address() as { port: number }).port;
+    sale = json<{ id: string }>(await app.inject('/sales/active')).id;
+  });
+  after(() => env.close());
+
+  const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
+  /** A counter's value, summed over the series matching these labels. */
+  const value = async (metric: Counter, labels: Record<string, string> = {}) =>
+    (await metric.get()).values
+      .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
+      .reduce((sum, v) => sum + v.value, 0);
+  /** Sends each request on its own socket and closes it at once, without waiting for an answer. */
+  const abandon = (requests: string[]) =>
+    Promise.all(
+      requests.map(async (request) => {
+        const s = await openSocket(port);
+        await s.send(`${request} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+        s.socket.destroy();
+      }),
+    );
+  const rows = async (sql: string) => (await env.pg.query<{ n: number }>(sql)).rows[0]!.n;
+
+  it('POST /purchase, when the client disconnects at once, is still counted once with the status the service chose', async () => {
+    const { metrics } = app.deps;
+    const codes: string[] = [];
+    for (let i = 1; i <= 5; i++) {
+      const res = await app.inject({ method: 'POST', url: `/checkout?user_id=leaver-p&id=${item(i)}` });
+      codes.push(json<{ code: string }>(res).code);
+    }
+    const http200 = { handler: 'purchase', method: 'POST', status_code: '200' };
+    const [attempts, success, answered] = await Promise.all([
+      value(metrics.purchaseAttempts),
+      value(metrics.purchaseSuccess),
+      value(metrics.httpRequestsTotal, http200),
+    ]);
+    await abandon(codes.map((code) => `POST /purchase?code=${code}`));
+    await waitFor('the purchases in PostgreSQL', async () =>
+      (await rows(`SELECT count(*)::int AS n FROM purchases WHERE user_id = 'leaver-p'`)) === 5 ? true : undefined,
+    );
+    await waitFor(
+      'the attempts counted',
+      async () => ((await value(metrics.purchaseAttempts)) - attempts >= 5 ? true : undefined),
+      3000,
+    );
+    assert.equal((await value(metrics.purchaseAttempts)) - attempts, 5);
+    assert.equal((await value(metrics.purchaseSuccess)) - success, 5);
+    assert.equal((await value(metrics.httpRequestsTotal, http200)) - answered, 5);
+  });
+
+  it('POST /checkout, when the client disconnects at once, is still counted once with the status the service chose', async () => {
+    const { metrics } = app.deps;
+    const http200 = { handler: 'checkout', method: 'POST', status_code: '200' };
+    const [attempts, success, answered] = await Promise.all([
+      value(metrics.checkoutAttempts),
+      value(metrics.checkoutSuccess),
+      value(metrics.httpRequestsTotal, http200),
+    ]);
+    await abandon([1, 2, 3, 4, 5].map((i) => `POST /checkout?user_id=leaver-c&id=${item(10 + i)}`));
+    await waitFor('the attempts in PostgreSQL', async () =>
+      (await rows(`SELECT count(*)::int AS n FROM checkout_attempts WHERE user_id = 'leaver-c'`)) === 5
+        ? true
+        : undefined,
+    );
+    await waitFor(
+      'the attempts counted',
+      async () => ((await value(metrics.checkoutAttempts)) - attempts >= 5 ? true : undefined),
+      3000,
+    );
+    assert.equal((await value(metrics.checkoutAttempts)) - attempts, 5);
+    assert.equal((await value(metrics.checkoutSuccess)) - success, 5);
+    assert.equal((await value(metrics.httpRequestsTotal, http200)) - answered, 5);
   });
 });
