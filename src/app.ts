@@ -24,6 +24,7 @@ import {
   requireHost,
   sendError,
 } from './http/errors.js';
+import { BODY_LIMIT, ignoreBodies } from './http/body.js';
 import { boundDrain } from './http/drain.js';
 import { instrument } from './http/instrument.js';
 import type { Infra } from './infra.js';
@@ -91,7 +92,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     loggerInstance: log as FastifyBaseLogger, // pino's Logger is wider than Fastify's logger type
     // Per-request log lines cost more than the request at 15k/s; metrics count requests.
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: 16 * 1024, // no route takes a body
+    bodyLimit: BODY_LIMIT, // no route takes a body
     // A slow client must not hold a connection, or a SIGTERM drain, for ever.
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     http: {
@@ -113,10 +114,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   boundDrain(app, config.REQUEST_TIMEOUT_MS);
   app.addHook('onRequest', requireHost);
   app.server.on('connect', refuseConnect);
-  // No route takes a body: one sent anyway is read (so an oversized one gets
-  // 413) and ignored, whatever its Content-Type, so `curl -d ''` works too.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined));
+  ignoreBodies(app);
   // Every method Node's parser accepts (but CONNECT, refused above) is routed,
   // so a known path answers 405 to any of them. QUERY is made bodyless: Fastify
   // would otherwise refuse it without a Content-Type before it could get a 405.

@@ -49,6 +49,35 @@ describe("requests Node's HTTP server handles before any route", () => {
     assert.equal(JSON.parse(answer.split('\r\n\r\n')[1]!).error.code, 'METHOD_NOT_ALLOWED');
   });
 
+  for (const method of ['GET', 'HEAD']) {
+    for (const framing of ['Content-Length', 'chunked']) {
+      it(`${method} /sales/active with a 2 MB body (${framing}) answers 413 PAYLOAD_TOO_LARGE`, async () => {
+        const body = 'x'.repeat(2 * 1024 * 1024);
+        const s = await openSocket(port);
+        const head = `${method} /sales/active HTTP/1.1\r\nHost: x\r\n`;
+        // The server may answer and close before the whole body is sent.
+        const sent =
+          framing === 'chunked'
+            ? s.send(`${head}Transfer-Encoding: chunked\r\n\r\n${(64 * 1024).toString(16)}\r\n`).then(async () => {
+                for (let i = 0; i < 32; i++)
+                  await s.send(`${body.slice(0, 64 * 1024)}\r\n${i < 31 ? '10000' : '0'}\r\n`);
+                await s.send('\r\n');
+              })
+            : s.send(`${head}Content-Length: ${body.length}\r\n\r\n${body}`);
+        sent.catch(() => {});
+        const answer = await waitFor('an answer', async () =>
+          s.received().includes('\r\n\r\n') ? s.received() : undefined,
+        );
+        assert.match(answer, /^HTTP\/1\.1 413 /);
+        if (method === 'GET') {
+          await waitFor('the body', async () => (s.received().endsWith('}') ? true : undefined));
+          assert.equal(JSON.parse(s.received().split('\r\n\r\n')[1]!).error.code, 'PAYLOAD_TOO_LARGE');
+        }
+        s.socket.destroy();
+      });
+    }
+  }
+
   it('an HTTP/1.1 request without Host answers 400 INVALID_REQUEST naming host, in the error shape', async () => {
     const answer = await raw(port, 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n');
     assert.match(answer, /^HTTP\/1\.1 400 /);
