@@ -3,8 +3,6 @@
  * here, once, and closed here (onClose). Nothing in this file listens, reads
  * the environment or exits; server.ts owns the process.
  */
-import { METHODS } from 'node:http';
-
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -14,19 +12,12 @@ import { checkoutRoutes } from './checkout/routes.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
 import { createDb } from './db/db.js';
-import { AppError } from './errors.js';
 import { healthRoutes } from './health/routes.js';
-import {
-  clientErrorHandler,
-  frameworkErrors,
-  refuseConnect,
-  registerErrorHandling,
-  requireHost,
-  sendError,
-} from './http/errors.js';
+import { clientErrorHandler, frameworkErrors, registerErrorHandling, requireHost } from './http/errors.js';
 import { BODY_LIMIT, ignoreBodies } from './http/body.js';
 import { boundDrain } from './http/drain.js';
 import { instrument } from './http/instrument.js';
+import { methodRouting } from './http/methods.js';
 import type { Infra } from './infra.js';
 import { createMetrics } from './metrics/metrics.js';
 import { metricsRoutes } from './metrics/routes.js';
@@ -113,21 +104,8 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   instrument(app, metrics, config.MAX_IN_FLIGHT);
   boundDrain(app, config.REQUEST_TIMEOUT_MS);
   app.addHook('onRequest', requireHost);
-  app.server.on('connect', refuseConnect);
   ignoreBodies(app);
-  // Every method Node's parser accepts (but CONNECT, refused above) is routed,
-  // so a known path answers 405 to any of them. QUERY is made bodyless: Fastify
-  // would otherwise refuse it without a Content-Type before it could get a 405.
-  for (const method of METHODS) {
-    if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method);
-  }
-  app.addHttpMethod('QUERY', { overrideExisting: true });
-  // A known path with the wrong method answers 405, not 404: remember each path's methods.
-  const allowed = new Map<string, Set<string>>();
-  app.addHook('onRoute', (route) => {
-    const methods = Array.isArray(route.method) ? route.method : [route.method];
-    for (const m of methods) allowed.set(route.url, (allowed.get(route.url) ?? new Set()).add(m));
-  });
+  const addMethodNotAllowed = methodRouting(app);
 
   checkoutRoutes(app, { ids, checkout });
   purchaseRoutes(app, { ids, purchase });
@@ -137,17 +115,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   app.get('/openapi.json', { config: { name: 'openapi' }, schema: { hide: true } }, async () => app.swagger());
 
   await app.after();
-  for (const [url, registered] of [...allowed]) {
-    const methods = [...registered]; // a copy: the 405 route below is reported to onRoute too
-    app.route({
-      method: app.supportedMethods.filter((m) => !methods.includes(m)),
-      url,
-      config: { name: 'method_not_allowed' },
-      schema: { hide: true },
-      handler: (request, reply) =>
-        sendError(reply.header('allow', methods.join(', ')), new AppError('METHOD_NOT_ALLOWED', request.method)),
-    });
-  }
+  addMethodNotAllowed();
 
   // Background work: the sale scheduler, and the reconciler. Each reschedules
   // itself after it finishes, so a slow pass never overlaps the next.

@@ -8,12 +8,20 @@ import { json, testEnv, type TestEnv } from './helpers.js';
 import { waitFor } from './process.js';
 import { openSocket, raw } from './sockets.js';
 
+/** A counter's value, summed over the series matching these labels. */
+async function counterValue(metric: Counter, labels: Record<string, string> = {}) {
+  return (await metric.get()).values
+    .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
+    .reduce((sum, v) => sum + v.value, 0);
+}
+
 describe("requests Node's HTTP server handles before any route", () => {
   let env: TestEnv;
+  let app: App;
   let port: number;
   before(async () => {
     env = await testEnv({ REQUEST_TIMEOUT_MS: '1000' });
-    const app = await env.app();
+    app = await env.app();
     await app.listen({ port: 0, host: '127.0.0.1' });
     port = (app.server.address() as { port: number }).port;
   });
@@ -43,10 +51,30 @@ describe("requests Node's HTTP server handles before any route", () => {
     assert.ok(Date.now() - t0 < 5000, `answered after ${Date.now() - t0} ms`);
   });
 
-  it('CONNECT answers 405 METHOD_NOT_ALLOWED in the error shape instead of a dropped connection', async () => {
-    const answer = await raw(port, 'CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n');
+  const requests = (labels: Record<string, string>) => counterValue(app.deps.metrics.httpRequestsTotal, labels);
+  /** Waits until http_requests_total{labels} has moved since `before`, and checks it moved by exactly one. */
+  const countedOnce = async (labels: Record<string, string>, before: number) => {
+    await waitFor('the request counted', async () => ((await requests(labels)) > before ? true : undefined), 3000);
+    assert.equal((await requests(labels)) - before, 1);
+  };
+
+  it('CONNECT /health answers 405 METHOD_NOT_ALLOWED with Allow, and is counted as method_not_allowed', async () => {
+    const labels = { handler: 'method_not_allowed', method: 'OTHER', status_code: '405' };
+    const before = await requests(labels);
+    const answer = await raw(port, 'CONNECT /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
     assert.match(answer, /^HTTP\/1\.1 405 /);
+    assert.match(answer, /\r\nallow: GET, HEAD\r\n/i);
     assert.equal(JSON.parse(answer.split('\r\n\r\n')[1]!).error.code, 'METHOD_NOT_ALLOWED');
+    await countedOnce(labels, before);
+  });
+
+  it('CONNECT to an authority (a proxy tunnel) answers 404 NOT_FOUND, and is counted as unmatched', async () => {
+    const labels = { handler: 'unmatched', method: 'OTHER', status_code: '404' };
+    const before = await requests(labels);
+    const answer = await raw(port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 404 /);
+    assert.equal(JSON.parse(answer.split('\r\n\r\n')[1]!).error.code, 'NOT_FOUND');
+    await countedOnce(labels, before);
   });
 
   for (const method of ['GET', 'HEAD']) {
@@ -104,11 +132,6 @@ describe('requests whose client leaves before the answer', () => {
   after(() => env.close());
 
   const item = (i: number) => `${sale}-${String(i).padStart(5, '0')}`;
-  /** A counter's value, summed over the series matching these labels. */
-  const value = async (metric: Counter, labels: Record<string, string> = {}) =>
-    (await metric.get()).values
-      .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
-      .reduce((sum, v) => sum + v.value, 0);
   /** Sends each request on its own socket and closes it at once, without waiting for an answer. */
   const abandon = (requests: string[]) =>
     Promise.all(
@@ -129,9 +152,9 @@ describe('requests whose client leaves before the answer', () => {
     }
     const http200 = { handler: 'purchase', method: 'POST', status_code: '200' };
     const [attempts, success, answered] = await Promise.all([
-      value(metrics.purchaseAttempts),
-      value(metrics.purchaseSuccess),
-      value(metrics.httpRequestsTotal, http200),
+      counterValue(metrics.purchaseAttempts),
+      counterValue(metrics.purchaseSuccess),
+      counterValue(metrics.httpRequestsTotal, http200),
     ]);
     await abandon(codes.map((code) => `POST /purchase?code=${code}`));
     await waitFor('the purchases in PostgreSQL', async () =>
@@ -139,21 +162,21 @@ describe('requests whose client leaves before the answer', () => {
     );
     await waitFor(
       'the attempts counted',
-      async () => ((await value(metrics.purchaseAttempts)) - attempts >= 5 ? true : undefined),
+      async () => ((await counterValue(metrics.purchaseAttempts)) - attempts >= 5 ? true : undefined),
       3000,
     );
-    assert.equal((await value(metrics.purchaseAttempts)) - attempts, 5);
-    assert.equal((await value(metrics.purchaseSuccess)) - success, 5);
-    assert.equal((await value(metrics.httpRequestsTotal, http200)) - answered, 5);
+    assert.equal((await counterValue(metrics.purchaseAttempts)) - attempts, 5);
+    assert.equal((await counterValue(metrics.purchaseSuccess)) - success, 5);
+    assert.equal((await counterValue(metrics.httpRequestsTotal, http200)) - answered, 5);
   });
 
   it('POST /checkout, when the client disconnects at once, is still counted once with the status the service chose', async () => {
     const { metrics } = app.deps;
     const http200 = { handler: 'checkout', method: 'POST', status_code: '200' };
     const [attempts, success, answered] = await Promise.all([
-      value(metrics.checkoutAttempts),
-      value(metrics.checkoutSuccess),
-      value(metrics.httpRequestsTotal, http200),
+      counterValue(metrics.checkoutAttempts),
+      counterValue(metrics.checkoutSuccess),
+      counterValue(metrics.httpRequestsTotal, http200),
     ]);
     await abandon([1, 2, 3, 4, 5].map((i) => `POST /checkout?user_id=leaver-c&id=${item(10 + i)}`));
     await waitFor('the attempts in PostgreSQL', async () =>
@@ -163,11 +186,11 @@ describe('requests whose client leaves before the answer', () => {
     );
     await waitFor(
       'the attempts counted',
-      async () => ((await value(metrics.checkoutAttempts)) - attempts >= 5 ? true : undefined),
+      async () => ((await counterValue(metrics.checkoutAttempts)) - attempts >= 5 ? true : undefined),
       3000,
     );
-    assert.equal((await value(metrics.checkoutAttempts)) - attempts, 5);
-    assert.equal((await value(metrics.checkoutSuccess)) - success, 5);
-    assert.equal((await value(metrics.httpRequestsTotal, http200)) - answered, 5);
+    assert.equal((await counterValue(metrics.checkoutAttempts)) - attempts, 5);
+    assert.equal((await counterValue(metrics.checkoutSuccess)) - success, 5);
+    assert.equal((await counterValue(metrics.httpRequestsTotal, http200)) - answered, 5);
   });
 });

@@ -74,11 +74,6 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Duple
   );
 }
 
-/** CONNECT (a proxy tunnel) is taken off Node's request path; without this, the socket is just dropped. */
-export function refuseConnect(_request: unknown, socket: Duplex) {
-  answerOnSocket(socket, new AppError('METHOD_NOT_ALLOWED', 'CONNECT'));
-}
-
 /** HTTP/1.1 requires Host; Node would refuse its absence with an empty 400, so it is checked here instead. */
 export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void) {
   if (request.headers.host === undefined && request.raw.httpVersion === '1.1') {
