@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { testEnv, type TestEnv } from './helpers.js';
@@ -70,6 +71,58 @@ describe('the process (npm start)', () => {
       assert.match(answers.at(-1)!, /^HTTP\/1\.1 408 [^]*"REQUEST_TIMEOUT"/);
     }
     slowReader.socket.destroy();
+  });
+
+  it('with WORKERS=2 and the port already taken, stops with exit 1 and one line naming why', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const svc = startService({ ...env.env, PORT: String(port), HOST: '127.0.0.1', WORKERS: '2' });
+      children.push(svc);
+      const deadline = new Promise((r) => setTimeout(r, 15_000, 'still running').unref());
+      assert.equal(await Promise.race([svc.exited, deadline]), 1, svc.output());
+      const lines = svc.output().trim().split('\n');
+      const failed = lines.filter((l) => l.includes('start-up failed'));
+      assert.equal(failed.length, 1, svc.output());
+      assert.match(failed[0]!, /EADDRINUSE/);
+      assert.doesNotMatch(svc.output(), /worker died/);
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('with WORKERS=2, a worker that dies after start-up is replaced; five deaths within 30 s stop it with exit 1', async () => {
+    const port = await freePort();
+    const svc = startService({ ...env.env, PORT: String(port), WORKERS: '2' });
+    children.push(svc);
+    await serviceReady(port);
+    const listening = () =>
+      svc
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"worker listening"'))
+        .map((l) => JSON.parse(l) as { worker_pid: number });
+    await waitFor('two workers', async () => (listening().length === 2 ? true : undefined));
+    const killed = new Set<number>();
+    const killOne = async () => {
+      const worker = await waitFor('a live worker', async () => listening().find((w) => !killed.has(w.worker_pid)));
+      killed.add(worker.worker_pid);
+      process.kill(worker.worker_pid, 'SIGKILL');
+    };
+    await killOne();
+    await waitFor('a replacement', async () => (listening().length === 3 ? true : undefined));
+    assert.ok(await serviceReady(port), 'the service stopped answering after one worker died');
+    const died = svc
+      .output()
+      .split('\n')
+      .find((l) => l.includes('worker died'))!;
+    assert.equal(died.match(/"pid":/g)?.length, 1, `two pid keys: ${died}`);
+    assert.match(died, /"worker_pid":\d+/);
+    for (let i = 1; i < 5; i++) await killOne();
+    const deadline = new Promise((r) => setTimeout(r, 15_000, 'still running').unref());
+    assert.equal(await Promise.race([svc.exited, deadline]), 1);
+    assert.match(svc.output(), /"level":60.*workers keep dying: 5 deaths within 30 s/);
   });
 
   it('while PostgreSQL is unreachable, names it in a log line and keeps retrying', async () => {
