@@ -84,6 +84,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     // Per-request log lines cost more than the request at 15k/s; metrics count requests.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT, // no route takes a body
+    trustProxy: config.TRUST_PROXY, // request.ip, the per-IP rate limit's key
     // A slow client must not hold a connection, or a SIGTERM drain, for ever.
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     http: {

@@ -194,3 +194,43 @@ describe('requests whose client leaves before the answer', () => {
     assert.equal((await counterValue(metrics.httpRequestsTotal, http200)) - answered, 5);
   });
 });
+
+describe('TRUST_PROXY and the per-IP rate limit (RATE_LIMIT_IP_PER_SEC=1, RATE_LIMIT_IP_BURST=2)', () => {
+  let env: TestEnv;
+  let sale: string;
+  before(async () => {
+    env = await testEnv({ RATE_LIMIT_IP_PER_SEC: '1', RATE_LIMIT_IP_BURST: '2' });
+  });
+  after(() => env.close());
+
+  /** Five checkouts by five users from one proxy (`remoteAddress`, its own bucket), each forwarded for its own client. */
+  const fiveForwarded = async (app: App, prefix: string, remoteAddress: string) => {
+    sale ??= json<{ id: string }>(await app.inject('/sales/active')).id;
+    const statuses: number[] = [];
+    for (let i = 1; i <= 5; i++) {
+      const res = await app.inject({
+        method: 'POST',
+        url: `/checkout?user_id=${prefix}-${i}&id=${sale}-0000${i}`,
+        remoteAddress,
+        headers: { 'x-forwarded-for': `10.0.${prefix.length}.${i}` },
+      });
+      statuses.push(res.statusCode);
+    }
+    return statuses;
+  };
+
+  it('POST /checkout, with TRUST_PROXY off (the default), ignores X-Forwarded-For: one address, limited', async () => {
+    const app = await env.app();
+    assert.deepEqual(await fiveForwarded(app, 'off', '127.0.0.2'), [200, 200, 429, 429, 429]);
+  });
+
+  it('POST /checkout, with TRUST_PROXY listing only other proxies, ignores X-Forwarded-For from this one', async () => {
+    const app = await env.app({ env: { TRUST_PROXY: '10.9.9.9' } });
+    assert.deepEqual(await fiveForwarded(app, 'other', '127.0.0.3'), [200, 200, 429, 429, 429]);
+  });
+
+  it('POST /checkout, with TRUST_PROXY listing the proxy, limits each forwarded address on its own', async () => {
+    const app = await env.app({ env: { TRUST_PROXY: '10.9.9.9, 127.0.0.0/8' } });
+    assert.deepEqual(await fiveForwarded(app, 'list', '127.0.0.4'), [200, 200, 200, 200, 200]);
+  });
+});
