@@ -3,8 +3,6 @@
  * here, once, and closed here (onClose). Nothing in this file listens, reads
  * the environment or exits; server.ts owns the process.
  */
-import swagger from '@fastify/swagger';
-import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import { pino, type Logger } from 'pino';
 
 import { createCheckout } from './checkout/checkout.js';
@@ -13,11 +11,7 @@ import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
 import { createDb } from './db/db.js';
 import { healthRoutes } from './health/routes.js';
-import { clientErrorHandler, frameworkErrors, registerErrorHandling, requireHost } from './http/errors.js';
-import { BODY_LIMIT, ignoreBodies } from './http/body.js';
-import { boundDrain } from './http/drain.js';
-import { instrument } from './http/instrument.js';
-import { methodRouting } from './http/methods.js';
+import { createHttp } from './http/http.js';
 import type { Infra } from './infra.js';
 import { createMetrics } from './metrics/metrics.js';
 import { metricsRoutes } from './metrics/routes.js';
@@ -25,10 +19,12 @@ import { createPurchase } from './purchase/purchase.js';
 import { purchaseRoutes } from './purchase/routes.js';
 import { createLocks } from './redis/lock.js';
 import { createRedis } from './redis/redis.js';
+import { redisOutageLogger, redisReady } from './redis/startup.js';
 import { createIds } from './sale/ids.js';
 import { saleRoutes } from './sale/routes.js';
 import { createReconciler } from './sale/reconciler.js';
 import { createSales } from './sale/sales.js';
+import { createScheduler } from './scheduler.js';
 
 export interface AppOptions {
   config: Config;
@@ -36,32 +32,11 @@ export interface AppOptions {
   logger?: Logger;
 }
 
-/** Logs a failing dependency once when it fails and once when it recovers, not on every retry. */
-function outageLogger(log: Logger, what: string, where: string) {
-  let down = false;
-  return {
-    failed(err: Error) {
-      if (!down) log.error({ err: err.message }, `${what} unreachable at ${where}, retrying`);
-      down = true;
-    },
-    recovered() {
-      if (down) log.info(`${what} reachable again at ${where}`);
-      down = false;
-    },
-  };
-}
-
-/** "host:port/db" of a URL, without credentials, for log lines. */
-export const describeUrl = (url: string) => {
-  const u = new URL(url);
-  return `${u.hostname}:${u.port || '(default port)'}${u.pathname === '/' ? '' : u.pathname}`;
-};
-
 export async function buildApp({ config, clock = systemClock, logger }: AppOptions) {
   const log = logger ?? pino({ level: config.LOG_LEVEL });
   const metrics = createMetrics();
   const db = createDb(config, metrics);
-  const redisOutage = outageLogger(log, 'Redis', describeUrl(config.REDIS_URL));
+  const redisOutage = redisOutageLogger(log, config);
   const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));
   redis.client.on('ready', () => redisOutage.recovered());
   const locks = createLocks(redis, metrics);
@@ -79,34 +54,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     return sale && { total: sale.total_items, sold: sale.items_sold };
   };
 
-  const app = Fastify({
-    loggerInstance: log as FastifyBaseLogger, // pino's Logger is wider than Fastify's logger type
-    // Per-request log lines cost more than the request at 15k/s; metrics count requests.
-    logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: BODY_LIMIT, // no route takes a body
-    trustProxy: config.TRUST_PROXY, // request.ip, the per-IP rate limit's key
-    // A slow client must not hold a connection, or a SIGTERM drain, for ever.
-    requestTimeout: config.REQUEST_TIMEOUT_MS,
-    http: {
-      headersTimeout: config.REQUEST_TIMEOUT_MS,
-      connectionsCheckingInterval: 1000, // how often those timeouts are enforced (Node's default: 30 s)
-      requireHostHeader: false, // checked by requireHost, to answer in the error shape
-    },
-    clientErrorHandler,
-    frameworkErrors,
-    // While draining, requests already on open connections are served, not refused;
-    // boundDrain() closes those connections as they go idle, and ends the stuck ones.
-    return503OnClosing: false,
-  });
-  await app.register(swagger, {
-    openapi: { info: { title: 'flashsale', version: '1.0.0', description: 'Hourly flash sales of generated items.' } },
-  });
-  registerErrorHandling(app);
-  instrument(app, metrics, config.MAX_IN_FLIGHT);
-  boundDrain(app, config.REQUEST_TIMEOUT_MS);
-  app.addHook('onRequest', requireHost);
-  ignoreBodies(app);
-  const addMethodNotAllowed = methodRouting(app);
+  const { app, addMethodNotAllowed } = await createHttp({ config, log, metrics });
 
   checkoutRoutes(app, { ids, checkout });
   purchaseRoutes(app, { ids, purchase });
@@ -118,34 +66,13 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   await app.after();
   addMethodNotAllowed();
 
-  // Background work: the sale scheduler, and the reconciler. Each reschedules
-  // itself after it finishes, so a slow pass never overlaps the next.
-  const timers = new Set<NodeJS.Timeout>();
-  let running = true;
-  const every = (ms: number, work: () => Promise<unknown>) => {
-    const timer = setTimeout(() => {
-      timers.delete(timer);
-      work().finally(() => running && every(ms, work));
-    }, ms);
-    timers.add(timer);
-  };
-  const tick = () =>
-    sales.tick().catch((err: Error) => log.warn({ err: err.message }, 'could not prepare the sale yet'));
-
+  const scheduler = createScheduler({ config, log, sales, reconciler });
   app.addHook('onReady', async () => {
-    redis.connect().catch(() => {}); // resolves once connected; retries by itself until then
-    await new Promise((resolve) => {
-      const wait = setTimeout(resolve, config.DEPENDENCY_TIMEOUT_MS);
-      redis.client.once('ready', () => resolve(clearTimeout(wait)));
-    });
-    if (redis.isReady()) await checkEvictionPolicy(redis, config, log);
-    await tick();
-    every(sales.tickIntervalMs, tick);
-    every(config.RECONCILE_INTERVAL_MS, reconciler.run);
+    await redisReady(redis, config, log);
+    await scheduler.start();
   });
   app.addHook('onClose', async () => {
-    running = false;
-    for (const timer of timers) clearTimeout(timer);
+    scheduler.stop();
     await Promise.all([checkout.drain(), purchase.drain()]);
     await redis.close().catch(() => {});
     await db.close();
@@ -167,26 +94,6 @@ export interface Deps extends Infra {
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;
   reconciler: ReturnType<typeof createReconciler>;
-}
-
-/**
- * Redis holds authoritative counters (sold items, user slots, codes) between
- * rebuilds: an eviction policy that may drop keys would silently lose them.
- * REDIS_EVICTION_POLICY_CHECK decides whether that only warns or stops start-up.
- */
-async function checkEvictionPolicy(redis: ReturnType<typeof createRedis>, config: Config, log: Logger) {
-  let policy: string | undefined;
-  try {
-    const reply = await redis.command<string[]>('config', ['CONFIG', 'GET', 'maxmemory-policy']);
-    policy = reply[1];
-  } catch {
-    log.warn('could not read Redis maxmemory-policy (CONFIG is disabled?); make sure it is noeviction');
-    return;
-  }
-  if (policy === 'noeviction') return;
-  const message = `Redis maxmemory-policy is "${policy}": keys holding sold items and user slots may be evicted; set it to noeviction`;
-  if (config.REDIS_EVICTION_POLICY_CHECK === 'refuse') throw new Error(message);
-  log.warn(message);
 }
 
 export type App = Awaited<ReturnType<typeof buildApp>>;

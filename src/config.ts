@@ -122,3 +122,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return config as Config;
 }
+
+/** "host:port/db" of a URL, without credentials, for log lines. */
+export const describeUrl = (url: string) => {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || '(default port)'}${u.pathname === '/' ? '' : u.pathname}`;
+};

@@ -9,8 +9,8 @@ import cluster from 'node:cluster';
 
 import { pino } from 'pino';
 
-import { buildApp, describeUrl } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { buildApp } from './app.js';
+import { ConfigError, describeUrl, loadConfig, type Config } from './config.js';
 import { migrate } from './db/migrate.js';
 
 async function migrateWhenReachable(config: Config, log: pino.Logger) {
@@ -20,9 +20,8 @@ async function migrateWhenReachable(config: Config, log: pino.Logger) {
       if (applied.length > 0) log.info({ applied }, 'database migrated');
       return;
     } catch (err) {
-      const message = (err as Error).message;
       if (attempt === 1 || attempt % 10 === 0) {
-        log.error({ err: message }, `PostgreSQL unreachable at ${describeUrl(config.DATABASE_URL)}, retrying`);
+        log.error({ err }, `PostgreSQL unreachable at ${describeUrl(config.DATABASE_URL)}, retrying`);
       }
       await new Promise((r) => setTimeout(r, 1000));
     }
