@@ -12,20 +12,18 @@ import type { FastifyInstance } from 'fastify';
 import { AppError } from '../errors.js';
 import { answerOnSocket } from './errors.js';
 
+/** The response a connection is serving or served last, set on its socket (cheaper than a map per request). */
+const serving = Symbol('serving');
+type Tracked = Socket & { [serving]?: ServerResponse };
+
 export function boundDrain(app: FastifyInstance, timeoutMs: number) {
-  const sockets = new Set<Socket>();
-  /** The request each connection is serving, while it has one. */
-  const serving = new Map<Socket, { req: IncomingMessage; res: ServerResponse }>();
-  app.server.on('connection', (socket: Socket) => {
+  const sockets = new Set<Tracked>();
+  app.server.on('connection', (socket: Tracked) => {
     sockets.add(socket);
-    socket.once('close', () => {
-      sockets.delete(socket);
-      serving.delete(socket);
-    });
+    socket.once('close', () => sockets.delete(socket));
   });
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    serving.set(req.socket, { req, res });
-    res.once('finish', () => serving.get(req.socket)?.res === res && serving.delete(req.socket));
+    (req.socket as Tracked)[serving] = res;
   });
 
   /**
@@ -36,8 +34,9 @@ export function boundDrain(app: FastifyInstance, timeoutMs: number) {
    */
   const expire = () => {
     for (const socket of sockets) {
-      const current = serving.get(socket);
-      if (current?.res.headersSent || current?.req.complete) socket.destroy();
+      const res = socket[serving];
+      const busy = res !== undefined && !res.writableFinished && (res.headersSent || res.req.complete);
+      if (busy) socket.destroy();
       else {
         // The server keeps half-open sockets: without this, a client that
         // ignores the answer would still hold the connection.
