@@ -3,6 +3,8 @@
  * ConfigError whose message is the single line the process prints before it
  * exits (server.ts), naming the variable.
  */
+import { isIP } from 'node:net';
+
 export class ConfigError extends Error {}
 
 type Parser<T> = (raw: string, name: string) => T;
@@ -50,6 +52,27 @@ const keyPrefix: Parser<string> = (raw, name) => {
   return raw;
 };
 
+/**
+ * Whose X-Forwarded-For to believe: `off`, or the proxies' addresses and
+ * CIDRs (Fastify's `trustProxy` as a list). Trusting every sender (`true`) and
+ * a hop count are refused: a client that reaches the service directly could
+ * pick its own address (Fastify itself now ignores the header under a hop count).
+ */
+const trustProxy: Parser<false | string> = (raw, name) => {
+  if (raw === 'off') return false;
+  const entries = raw.split(',').map((e) => e.trim());
+  for (const entry of entries) {
+    const [address, bits, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    const named = ['loopback', 'linklocal', 'uniquelocal'].includes(entry);
+    const prefixOk = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+    if (!named && (family === 0 || !prefixOk || extra !== undefined)) {
+      throw new ConfigError(`${name} must be off or a comma-separated list of proxy addresses or CIDRs, got "${raw}"`);
+    }
+  }
+  return entries.join(',');
+};
+
 const schema = {
   PORT: { parse: integer(0, 65535), default: '8080' },
   HOST: { parse: (raw: string) => raw, default: '0.0.0.0' },
@@ -81,6 +104,8 @@ const schema = {
   /** Token bucket per client IP (0 turns a limit off). */
   RATE_LIMIT_IP_PER_SEC: { parse: integer(0, 10_000_000), default: '50000' },
   RATE_LIMIT_IP_BURST: { parse: integer(1, 10_000_000), default: '100000' },
+  /** Proxies whose X-Forwarded-For names the client (for the per-IP limit); off by default. */
+  TRUST_PROXY: { parse: trustProxy, default: 'off' },
   /** What to do when Redis may evict keys (maxmemory-policy other than noeviction). */
   REDIS_EVICTION_POLICY_CHECK: { parse: oneOf(['warn', 'refuse'] as const), default: 'warn' },
   RECONCILE_INTERVAL_MS: { parse: integer(100, 3_600_000), default: '5000' },
@@ -97,3 +122,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return config as Config;
 }
+
+/** "host:port/db" of a URL, without credentials, for log lines. */
+export const describeUrl = (url: string) => {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || '(default port)'}${u.pathname === '/' ? '' : u.pathname}`;
+};

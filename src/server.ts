@@ -9,8 +9,8 @@ import cluster from 'node:cluster';
 
 import { pino } from 'pino';
 
-import { buildApp, describeUrl } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { buildApp } from './app.js';
+import { ConfigError, describeUrl, loadConfig, type Config } from './config.js';
 import { migrate, MigrationChanged } from './db/migrate.js';
 
 async function migrateWhenReachable(config: Config, log: pino.Logger) {
@@ -49,8 +49,14 @@ async function main() {
   try {
     await app.listen({ port: config.PORT, host: config.HOST });
   } catch (err) {
-    log.fatal({ err: (err as Error).message }, `start-up failed: ${(err as Error).message}`);
-    process.exit(1);
+    const reason = (err as Error).message;
+    // A worker leaves the one line to its supervisor, which stops every worker.
+    if (cluster.isWorker) process.send!({ startupFailed: reason }, () => process.exit(1));
+    else {
+      log.fatal({ err }, `start-up failed: ${reason}`);
+      process.exit(1);
+    }
+    return;
   }
   onSignal(log, () => app.close());
 }
@@ -77,23 +83,64 @@ function onSignal(log: pino.Logger, stop: () => Promise<unknown>) {
   process.on('SIGINT', () => handle('SIGINT'));
 }
 
+/** Deaths within this window that mean a crash loop, not bad luck. */
+const CRASH_LOOP = { deaths: 5, withinMs: 30_000 };
+
+/**
+ * Forks the workers and keeps them running: one that dies after it listened
+ * is replaced, after a backoff that doubles with each recent death; one that
+ * dies before it listened (the port is taken, Redis refused) or a crash loop
+ * stops them all with exit 1, since another fork would fail the same way.
+ */
 function supervise(workers: number, log: pino.Logger) {
   let stopping = false;
-  for (let i = 0; i < workers; i++) cluster.fork();
-  cluster.on('exit', (worker, code, signal) => {
+  const deaths: number[] = [];
+  const listened = new Set<number>();
+  const startupFailures = new Map<number, string>();
+
+  const fork = () => {
     if (stopping) return;
-    // A worker that dies is replaced; PostgreSQL and the reconciler make that safe.
-    log.error({ pid: worker.process.pid, code, signal }, 'worker died, starting another');
-    cluster.fork();
-  });
-  onSignal(log, async () => {
+    const worker = cluster.fork();
+    worker.on('message', (message: { startupFailed?: string }) => {
+      if (message.startupFailed) startupFailures.set(worker.id, message.startupFailed);
+    });
+    worker.once('listening', () => {
+      listened.add(worker.id);
+      log.info({ worker_pid: worker.process.pid }, 'worker listening');
+    });
+  };
+  const stopAll = async () => {
     stopping = true;
     const exits = Object.values(cluster.workers ?? {}).map(
       (w) => new Promise((resolve) => (w!.isDead() ? resolve(undefined) : w!.once('exit', resolve))),
     );
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
     await Promise.all(exits);
+  };
+  const giveUp = (message: string) => {
+    log.fatal(message);
+    void stopAll().then(() => process.exit(1));
+  };
+
+  for (let i = 0; i < workers; i++) fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    const workerPid = worker.process.pid; // pino adds the supervisor's own `pid` to every line
+    if (!listened.delete(worker.id)) {
+      const reason = startupFailures.get(worker.id) ?? `worker exited with code ${code ?? signal}`;
+      return giveUp(`start-up failed: ${reason}`);
+    }
+    const now = Date.now();
+    deaths.push(now);
+    while (deaths[0]! <= now - CRASH_LOOP.withinMs) deaths.shift();
+    if (deaths.length >= CRASH_LOOP.deaths) {
+      return giveUp(`workers keep dying: ${deaths.length} deaths within ${CRASH_LOOP.withinMs / 1000} s; stopping`);
+    }
+    const delayMs = Math.min(10_000, 250 * 2 ** (deaths.length - 1));
+    log.error({ worker_pid: workerPid, code, signal, restart_in_ms: delayMs }, 'worker died, starting another');
+    setTimeout(fork, delayMs);
   });
+  onSignal(log, stopAll);
 }
 
 await main();

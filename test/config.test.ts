@@ -17,6 +17,12 @@ describe('configuration', () => {
     assert.equal(config.USER_LIMIT, 10);
   });
 
+  it('TRUST_PROXY is off by default, and takes a list of proxy addresses and CIDRs', () => {
+    assert.equal(loadConfig({}).TRUST_PROXY, false);
+    assert.equal(loadConfig({ TRUST_PROXY: 'off' }).TRUST_PROXY, false);
+    assert.equal(loadConfig({ TRUST_PROXY: '10.0.0.0/8, ::1,loopback' }).TRUST_PROXY, '10.0.0.0/8,::1,loopback');
+  });
+
   for (const [name, value] of [
     ['SALE_ITEMS', 'lots'],
     ['SALE_DURATION', '0'],
@@ -26,8 +32,11 @@ describe('configuration', () => {
     ['REDIS_URL', 'not a url'],
     ['LOG_LEVEL', 'loud'],
     ['REDIS_PREFIX', 'a{b}'],
+    ['TRUST_PROXY', 'true'],
+    ['TRUST_PROXY', '1'],
+    ['TRUST_PROXY', '10.0.0.300'],
   ] as const) {
-    it(`a bad ${name} stops start-up with one line naming it`, () => {
+    it(`a bad ${name} ("${value}") stops start-up with one line naming it`, () => {
       assert.throws(
         () => loadConfig({ [name]: value }),
         (err: Error) => err instanceof ConfigError && err.message.startsWith(name),

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { testEnv, type TestEnv } from './helpers.js';
 import { freePort, serviceReady, startService, waitFor, type Proc } from './process.js';
+import { openSocket } from './sockets.js';
 
 describe('the process (npm start)', () => {
   let env: TestEnv;
@@ -35,6 +37,92 @@ describe('the process (npm start)', () => {
     );
     assert.equal(Number(rows[0]!.n), answered.length, 'an answered checkout is missing from PostgreSQL');
     assert.match(svc.output(), /"msg":"stopped"/);
+  });
+
+  it('on SIGTERM, clients stuck mid-request, idle or not reading hold the drain no longer than REQUEST_TIMEOUT_MS', async () => {
+    const port = await freePort();
+    const svc = startService({ ...env.env, PORT: String(port), REQUEST_TIMEOUT_MS: '3000' });
+    children.push(svc);
+    const sale = await serviceReady(port);
+    // Each socket first completes a request, so it is surely accepted and in
+    // the server's hands before the signal.
+    const served = async (read = true) => {
+      const s = await openSocket(port, { read });
+      await s.send('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      if (read) await waitFor('the first answer', async () => (s.received().includes('"uptime"') ? true : undefined));
+      return s;
+    };
+    const halfHeaders = await served();
+    await halfHeaders.send(`POST /checkout?user_id=slow&id=${sale}-00001 HTTP/1.1\r\nHost: 127.0.0.1\r\n`);
+    const halfBody = await served();
+    await halfBody.send('POST /purchase?code=x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nabcd');
+    const idle = await served();
+    // Pipelined pages it never reads: far more than the socket buffers hold.
+    const slowReader = await served(false);
+    await slowReader.send(`GET /sales/${sale}/items?limit=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`.repeat(500));
+
+    const t0 = Date.now();
+    svc.child.kill('SIGTERM');
+    const deadline = new Promise((r) => setTimeout(r, 3000 + 2000, 'still draining').unref());
+    assert.equal(await Promise.race([svc.exited, deadline]), 0, `after ${Date.now() - t0} ms`);
+    await Promise.all([halfHeaders.closed, halfBody.closed, idle.closed]);
+    for (const s of [halfHeaders, halfBody]) {
+      const answers = s.received().split(/(?=HTTP\/1\.1 )/);
+      assert.match(answers.at(-1)!, /^HTTP\/1\.1 408 [^]*"REQUEST_TIMEOUT"/);
+    }
+    slowReader.socket.destroy();
+  });
+
+  it('with WORKERS=2 and the port already taken, stops with exit 1 and one line naming why', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const svc = startService({ ...env.env, PORT: String(port), HOST: '127.0.0.1', WORKERS: '2' });
+      children.push(svc);
+      const deadline = new Promise((r) => setTimeout(r, 15_000, 'still running').unref());
+      assert.equal(await Promise.race([svc.exited, deadline]), 1, svc.output());
+      const lines = svc.output().trim().split('\n');
+      const failed = lines.filter((l) => l.includes('start-up failed'));
+      assert.equal(failed.length, 1, svc.output());
+      assert.match(failed[0]!, /EADDRINUSE/);
+      assert.doesNotMatch(svc.output(), /worker died/);
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('with WORKERS=2, a worker that dies after start-up is replaced; five deaths within 30 s stop it with exit 1', async () => {
+    const port = await freePort();
+    const svc = startService({ ...env.env, PORT: String(port), WORKERS: '2' });
+    children.push(svc);
+    await serviceReady(port);
+    const listening = () =>
+      svc
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"worker listening"'))
+        .map((l) => JSON.parse(l) as { worker_pid: number });
+    await waitFor('two workers', async () => (listening().length === 2 ? true : undefined));
+    const killed = new Set<number>();
+    const killOne = async () => {
+      const worker = await waitFor('a live worker', async () => listening().find((w) => !killed.has(w.worker_pid)));
+      killed.add(worker.worker_pid);
+      process.kill(worker.worker_pid, 'SIGKILL');
+    };
+    await killOne();
+    await waitFor('a replacement', async () => (listening().length === 3 ? true : undefined));
+    assert.ok(await serviceReady(port), 'the service stopped answering after one worker died');
+    const died = svc
+      .output()
+      .split('\n')
+      .find((l) => l.includes('worker died'))!;
+    assert.equal(died.match(/"pid":/g)?.length, 1, `two pid keys: ${died}`);
+    assert.match(died, /"worker_pid":\d+/);
+    for (let i = 1; i < 5; i++) await killOne();
+    const deadline = new Promise((r) => setTimeout(r, 15_000, 'still running').unref());
+    assert.equal(await Promise.race([svc.exited, deadline]), 1);
+    assert.match(svc.output(), /"level":60.*workers keep dying: 5 deaths within 30 s/);
   });
 
   it('while PostgreSQL is unreachable, names it in a log line and keeps retrying', async () => {

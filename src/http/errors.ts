@@ -38,7 +38,7 @@ export function sendError(reply: FastifyReply, error: AppError) {
 }
 
 /** Answers on the raw socket, in the error shape, and closes it: for requests that never reach a route. */
-function answerOnSocket(socket: Duplex, error: AppError) {
+export function answerOnSocket(socket: Duplex, error: AppError) {
   if (!socket.writable) return socket.destroy();
   const body = JSON.stringify({ error: { code: error.code, message: error.message } });
   socket.end(
@@ -60,11 +60,6 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Duple
         ? new AppError('REQUEST_TIMEOUT')
         : new AppError('INVALID_REQUEST', 'malformed HTTP request'),
   );
-}
-
-/** CONNECT (a proxy tunnel) is taken off Node's request path; without this, the socket is just dropped. */
-export function refuseConnect(_request: unknown, socket: Duplex) {
-  answerOnSocket(socket, new AppError('METHOD_NOT_ALLOWED', 'CONNECT'));
 }
 
 /** HTTP/1.1 requires Host; Node would refuse its absence with an empty 400, so it is checked here instead. */

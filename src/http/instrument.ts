@@ -1,9 +1,9 @@
 /**
- * Request metrics, load shedding and connection draining, as hooks around every route.
+ * Request metrics and load shedding, as hooks around every route.
  * Labels are bounded whatever clients send: `handler` is the matched route's
  * name or "unmatched", `method` is one of a fixed set or "OTHER".
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { AppError } from '../errors.js';
 import { CHECKOUT_FAILURE_REASONS, PURCHASE_FAILURE_REASONS, children, type Metrics } from '../metrics/metrics.js';
@@ -19,6 +19,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** "OK", "REPLAY" or the error code the request was answered with. */
     outcome: string;
+    /** The answer is decided (onSend ran): its status and outcome are final. */
+    decided: boolean;
+    /** Counted in the request metrics, which happens exactly once. */
+    counted: boolean;
   }
   interface FastifyContextConfig {
     /** The `handler` label; also selects the business counters ("checkout", "purchase"). */
@@ -30,23 +34,18 @@ export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: 
   let inFlight = 0;
   metrics.produce(['http_requests_in_flight'], ([g]) => g.set(inFlight));
   app.decorateRequest('outcome', '');
-
-  // While draining, connections that go idle after close() began (their last
-  // request was in flight) are closed too; otherwise each would hold the
-  // process for the keep-alive timeout.
-  let sweepIdle: NodeJS.Timeout | undefined;
-  app.addHook('preClose', (done) => {
-    sweepIdle = setInterval(() => app.server.closeIdleConnections(), 100);
-    done();
-  });
-  app.addHook('onClose', (_app, done) => {
-    clearInterval(sweepIdle);
-    done();
-  });
+  app.decorateRequest('decided', false);
+  app.decorateRequest('counted', false);
 
   app.addHook('onRequest', (request, reply, done) => {
     inFlight++;
-    reply.raw.once('close', () => inFlight--);
+    reply.raw.once('close', () => {
+      inFlight--;
+      // The client left before the answer was written: Fastify will not run
+      // onResponse, so a decided answer is counted here (an undecided one is
+      // counted by onSend when the service decides it).
+      if (request.decided && !reply.raw.writableFinished) count(request, reply);
+    });
     if (inFlight > maxInFlight) {
       metrics.shedTotal.inc({ reason: 'in_flight' });
       void sendError(reply, new AppError('UNAVAILABLE', 'service (overloaded)', 1));
@@ -59,15 +58,30 @@ export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: 
   const total = children(metrics.httpRequestsTotal);
   const checkoutFailure = children(metrics.checkoutFailure);
   const purchaseFailure = children(metrics.purchaseFailure);
+  // Every request is counted once, with the status and outcome the service
+  // decided, whether or not its client stayed to read the answer: when the
+  // response finishes (onResponse), or else when both the answer is decided
+  // and the client is gone (the connection's close, or onSend if that is later).
+  app.addHook('onSend', (request, reply, payload, done) => {
+    request.decided = true;
+    if (reply.raw.destroyed) count(request, reply);
+    done(null, payload);
+  });
   app.addHook('onResponse', (request, reply, done) => {
+    count(request, reply);
+    done();
+  });
+
+  function count(request: FastifyRequest, reply: FastifyReply) {
+    if (request.counted) return;
+    request.counted = true;
     const handler = request.routeOptions.config.name ?? 'unmatched';
     const method = METHODS.has(request.method) ? request.method : 'OTHER';
     const status = String(reply.statusCode);
     duration(handler, method, status).observe(reply.elapsedTime / 1000);
     total(handler, method, status).inc();
     countBusiness(handler, request.outcome);
-    done();
-  });
+  }
 
   // Business counters: every request that reached checkout or purchase is an
   // attempt, and ends as exactly one success, replay or failure{reason}.
