@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
-import { testEnv, type TestEnv } from './helpers.js';
+import { itemId, testEnv, type TestEnv } from './helpers.js';
 import { freePort, serviceReady, startService, waitFor, type Proc } from './process.js';
 import { openSocket } from './sockets.js';
 
@@ -17,25 +17,43 @@ describe('the process (npm start)', () => {
     await env.close();
   });
 
-  it('on SIGTERM finishes the requests in flight, then exits 0', async () => {
+  it('on SIGTERM finishes the requests in flight (all answered 200 and in PostgreSQL), then exits 0', async () => {
     const port = await freePort();
-    const svc = startService({ ...env.env, PORT: String(port) });
+    const svc = startService({ ...env.env, PORT: String(port), DEPENDENCY_TIMEOUT_MS: '10000' });
     children.push(svc);
     const base = `http://127.0.0.1:${port}`;
     const sale = await serviceReady(port);
-    const inFlight = Array.from({ length: 30 }, (_, i) =>
-      fetch(`${base}/checkout?user_id=drain-${i}&id=${sale}-${String(i).padStart(5, '0')}`, { method: 'POST' }),
-    );
-    await new Promise((r) => setTimeout(r, 5)); // let the requests reach the server first
-    svc.child.kill('SIGTERM');
-    const answers = await Promise.allSettled(inFlight);
+    // Hold the requests in flight for sure: their attempts wait on a table lock this test holds.
+    const holder = await env.pg.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE checkout_attempts IN SHARE ROW EXCLUSIVE MODE');
+      const inFlight = Array.from({ length: 30 }, (_, i) =>
+        fetch(`${base}/checkout?user_id=drain-${i}&id=${itemId(sale, i)}`, { method: 'POST' }),
+      );
+      await waitFor('the attempts waiting on the lock', async () => {
+        const { rows } = await env.pg.query(
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO checkout_attempts%'`,
+        );
+        return rows.length > 0 ? true : undefined;
+      });
+      svc.child.kill('SIGTERM');
+      await waitFor('draining', async () => (svc.output().includes('"msg":"draining"') ? true : undefined));
+      await holder.query('COMMIT');
+      const answers = await Promise.all(inFlight);
+      assert.deepEqual(
+        answers.map((a) => a.status),
+        Array(30).fill(200),
+        'every request in flight at SIGTERM is answered',
+      );
+    } finally {
+      holder.release();
+    }
     assert.equal(await svc.exited, 0);
-    const answered = answers.filter((a) => a.status === 'fulfilled').map((a) => a.value.status);
-    for (const status of answered) assert.equal(status, 200);
     const { rows } = await env.pg.query<{ n: string }>(
       `SELECT count(*) AS n FROM checkout_attempts WHERE user_id LIKE 'drain-%'`,
     );
-    assert.equal(Number(rows[0]!.n), answered.length, 'an answered checkout is missing from PostgreSQL');
+    assert.equal(Number(rows[0]!.n), 30, 'an answered checkout is missing from PostgreSQL');
     assert.match(svc.output(), /"msg":"stopped"/);
   });
 
