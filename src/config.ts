@@ -101,8 +101,7 @@ const schema = {
   WAITING_ROOM_SECRET_GRACE: { parse: integer(0, 7 * 24 * 3600), default: '900' },
   /** How long status polls answer from the last counters while Redis is unreachable, before 503. */
   WAITING_ROOM_STALE_SECONDS: { parse: integer(1, 3600), default: '10' },
-  WAITING_ROOM_ADMISSION: { parse: oneOf(['fixed', 'adaptive'] as const), default: 'fixed' },
-  /** People let through per second (the ceiling in adaptive mode). */
+  /** People let through per second, by whichever instance holds the admission lease. */
   ADMIT_PER_SEC: { parse: integer(1, 1_000_000), default: '100' },
   /** Seconds an admitted ticket opens checkout and purchase. */
   ADMISSION_TTL: { parse: integer(1, 24 * 3600), default: '300' },

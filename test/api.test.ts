@@ -5,7 +5,7 @@ import type { App } from '../src/app.js';
 import { offsetClock } from '../src/clock.js';
 import { errorCodes, type ErrorCode } from '../src/errors.js';
 import { itemId, json, rawRequest, testEnv, type TestEnv } from './helpers.js';
-import { freePort } from './process.js';
+import { freePort, waitFor } from './process.js';
 
 type Res = Awaited<ReturnType<App['inject']>>;
 const errorOf = (res: { body: string }) =>
@@ -435,6 +435,8 @@ describe('every error code of the catalogue (src/errors.ts), each answered to a 
         // Time stands still at the sale's start: admission never gets a second to let anyone in.
         const start = Date.parse(json<{ started_at: string }>(await app.inject('/sales/active')).started_at);
         const room = await env.app({ env: waitingRoom, clock: { now: () => start } });
+        // A starting instance answers 503 until its first read of the room's counters.
+        await waitFor('counters', async () => (room.deps.queue!.admission.age() < 1000 ? true : undefined));
         const { ticket } = json<{ ticket: string }>(
           await room.inject({ method: 'POST', url: '/queue/join?user_id=early' }),
         );

@@ -128,7 +128,8 @@ export function createQueue(deps: QueueDeps) {
         joinedAt: result.joinedAt,
       };
       // Redis just answered: counters a moment old are no reason to refuse the place it gave.
-      const { expired: _, ...s } = standing(ticket, false);
+      const { expired, ...s } = standing(ticket, false);
+      if (expired) throw new AppError('TICKET_INVALID', 'admission expired'); // a place taken long ago, already used
       return { fresh: result.status === 'new', body: { ticket: tickets.sign(ticket), sale_id: sale.id, ...s } };
     },
 

@@ -33,6 +33,7 @@ export function queueRoutes(app: FastifyInstance, queue: Queue) {
         {
           INVALID_REQUEST: '`user_id` is missing or malformed',
           SOLD_OUT: 'every item of the sale is taken',
+          TICKET_INVALID: "the user's place was admitted and its `ADMISSION_TTL` has passed",
           RATE_LIMITED: 'too many joins from this client address',
           UNAVAILABLE: 'Redis is unavailable',
         },
