@@ -20,6 +20,8 @@ import { createMetrics } from './metrics/metrics.js';
 import { metricsRoutes } from './metrics/routes.js';
 import { createPurchase } from './purchase/purchase.js';
 import { purchaseRoutes } from './purchase/routes.js';
+import { createQueue } from './queue/room.js';
+import { queueRoutes } from './queue/routes.js';
 import { createLocks } from './redis/lock.js';
 import { createRedis } from './redis/redis.js';
 import { redisOutageLogger, redisReady } from './redis/startup.js';
@@ -54,11 +56,13 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const checkout = createCheckout({ ...infra, sales });
   const purchase = createPurchase({ ...infra, sales });
   const reconciler = createReconciler(infra);
+  const queue = config.WAITING_ROOM === 'on' ? createQueue(infra) : undefined;
 
   const { app, inFlight, addMethodNotAllowed } = await createHttp({ config, log, metrics });
 
-  checkoutRoutes(app, { ids, checkout });
-  purchaseRoutes(app, { ids, purchase });
+  checkoutRoutes(app, { ids, checkout, admission: queue?.guard('checkout') });
+  purchaseRoutes(app, { ids, purchase, admission: queue?.guard('purchase') });
+  if (queue) queueRoutes(app, queue);
   saleRoutes(app, { ids, sales });
   healthRoutes(app, { db, redis, inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
   metricsRoutes(app, metrics);
@@ -78,7 +82,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     await db.close();
   });
 
-  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler });
+  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler, queue });
   return app;
 }
 
@@ -94,6 +98,8 @@ export interface Deps extends Infra {
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;
   reconciler: ReturnType<typeof createReconciler>;
+  /** The waiting room, when WAITING_ROOM=on. */
+  queue: ReturnType<typeof createQueue> | undefined;
 }
 
 export type App = Awaited<ReturnType<typeof buildApp>>;

@@ -73,6 +73,14 @@ const trustProxy: Parser<false | string> = (raw, name) => {
   return entries.join(',');
 };
 
+/** A shared secret: empty (unset), or at least 32 bytes, so a guessed or short key cannot forge tickets. */
+const secret: Parser<string> = (raw, name) => {
+  if (raw !== '' && Buffer.byteLength(raw) < 32) {
+    throw new ConfigError(`${name} must be at least 32 bytes, got ${Buffer.byteLength(raw)}`);
+  }
+  return raw;
+};
+
 const schema = {
   PORT: { parse: integer(0, 65535), default: '8080' },
   HOST: { parse: (raw: string) => raw, default: '0.0.0.0' },
@@ -109,6 +117,23 @@ const schema = {
   /** What to do when Redis may evict keys (maxmemory-policy other than noeviction). */
   REDIS_EVICTION_POLICY_CHECK: { parse: oneOf(['warn', 'refuse'] as const), default: 'warn' },
   RECONCILE_INTERVAL_MS: { parse: integer(100, 3_600_000), default: '5000' },
+  // The waiting room (src/queue, docs/waiting-room.md); off, nothing of it runs.
+  WAITING_ROOM: { parse: oneOf(['off', 'on'] as const), default: 'off' },
+  /** HMAC key of the room's tickets; required when WAITING_ROOM=on. */
+  WAITING_ROOM_SECRET: { parse: secret, default: '' },
+  /** The secret before the last rotation, still accepted for WAITING_ROOM_SECRET_GRACE seconds after start-up. */
+  WAITING_ROOM_PREVIOUS_SECRET: { parse: secret, default: '' },
+  WAITING_ROOM_SECRET_GRACE: { parse: integer(0, 7 * 24 * 3600), default: '900' },
+  /** How long status polls answer from the last counters while Redis is unreachable, before 503. */
+  WAITING_ROOM_STALE_SECONDS: { parse: integer(1, 3600), default: '10' },
+  /** People let through per second, by whichever instance holds the admission lease. */
+  ADMIT_PER_SEC: { parse: integer(1, 1_000_000), default: '100' },
+  /** Seconds an admitted ticket opens checkout and purchase. */
+  ADMISSION_TTL: { parse: integer(1, 24 * 3600), default: '300' },
+  /** Admitted people within their ADMISSION_TTL are kept at most this many times the items remaining. */
+  ADMISSION_STOCK_FACTOR: { parse: integer(1, 1000), default: '2' },
+  /** Joins this long before a sale starts enter its pre-queue, shuffled at the start. */
+  PREQUEUE_SECONDS: { parse: integer(0, 24 * 3600), default: '60' },
 } as const;
 
 type Schema = typeof schema;
@@ -120,7 +145,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const raw = env[name];
     config[name] = spec.parse(raw === undefined || raw === '' ? spec.default : raw, name);
   }
-  return config as Config;
+  return checkTogether(config as Config);
+}
+
+/** Rules between settings, each naming the variable to fix. */
+function checkTogether(config: Config): Config {
+  if (config.WAITING_ROOM === 'on' && config.WAITING_ROOM_SECRET === '') {
+    throw new ConfigError('WAITING_ROOM_SECRET is required when WAITING_ROOM=on (at least 32 bytes)');
+  }
+  if (config.WAITING_ROOM === 'on' && config.PREQUEUE_SECONDS * 2 > config.SALE_DURATION) {
+    throw new ConfigError(`PREQUEUE_SECONDS must be at most half of SALE_DURATION, got ${config.PREQUEUE_SECONDS}`);
+  }
+  return config;
 }
 
 /** "host:port/db" of a URL, without credentials, for log lines. */

@@ -11,6 +11,9 @@ const catalogue = {
   ITEM_NOT_FOUND: { status: 404, message: (idAndWhy: string) => `item ${idAndWhy}` },
   CODE_NOT_FOUND: { status: 404, message: () => 'checkout code not found' },
   SALE_NOT_FOUND: { status: 404, message: (id: string) => `sale ${id} not found` },
+  // The waiting room (src/queue): checkout and purchase without an admitted ticket.
+  NOT_ADMITTED: { status: 403, message: (where: string) => `not admitted yet: ${where}` },
+  TICKET_INVALID: { status: 403, message: (why: string) => `waiting-room ticket is invalid: ${why}` },
   METHOD_NOT_ALLOWED: { status: 405, message: (method: string) => `method ${method} is not allowed here` },
   ITEM_SOLD: { status: 409, message: (id: string) => `item ${id} is already sold` },
   USER_LIMIT_REACHED: {
@@ -18,6 +21,7 @@ const catalogue = {
     message: (limit: string) => `user has reached the limit of ${limit} items in this sale`,
   },
   SALE_ENDED: { status: 410, message: (id: string) => `sale ${id} has ended` },
+  SOLD_OUT: { status: 410, message: (id: string) => `sale ${id} is sold out` },
   REQUEST_TIMEOUT: { status: 408, message: () => 'the request did not arrive in time' },
   PAYLOAD_TOO_LARGE: { status: 413, message: () => 'request is too large' },
   HEADERS_TOO_LARGE: { status: 431, message: () => 'request line or headers are too large' },

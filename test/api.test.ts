@@ -5,7 +5,7 @@ import type { App } from '../src/app.js';
 import { offsetClock } from '../src/clock.js';
 import { errorCodes, type ErrorCode } from '../src/errors.js';
 import { itemId, json, rawRequest, testEnv, type TestEnv } from './helpers.js';
-import { freePort } from './process.js';
+import { freePort, waitFor } from './process.js';
 
 type Res = Awaited<ReturnType<App['inject']>>;
 const errorOf = (res: { body: string }) =>
@@ -378,6 +378,13 @@ describe('the HTTP API (PRODUCT.md §2)', () => {
 });
 
 describe('every error code of the catalogue (src/errors.ts), each answered to a real request', () => {
+  // ADMIT_PER_SEC 1 and a long pre-queue: nobody joining in a test is admitted before it ends.
+  const waitingRoom = {
+    WAITING_ROOM: 'on',
+    WAITING_ROOM_SECRET: 's'.repeat(32),
+    ADMIT_PER_SEC: '1',
+    PREQUEUE_SECONDS: '0',
+  };
   let env: TestEnv;
   let app: App;
   let port: number;
@@ -421,6 +428,41 @@ describe('every error code of the catalogue (src/errors.ts), each answered to a 
     ],
     SALE_NOT_FOUND: ['GET /sales/{id} of a sale that never existed', 404, () => app.inject('/sales/2001010100')],
     METHOD_NOT_ALLOWED: ['GET /checkout', 405, () => app.inject('/checkout')],
+    NOT_ADMITTED: [
+      'POST /checkout, with the waiting room on, by a user whose ticket is not admitted yet',
+      403,
+      async () => {
+        // Time stands still at the sale's start: admission never gets a second to let anyone in.
+        const start = Date.parse(json<{ started_at: string }>(await app.inject('/sales/active')).started_at);
+        const room = await env.app({ env: waitingRoom, clock: { now: () => start } });
+        // A starting instance answers 503 until its first read of the room's counters.
+        await waitFor('counters', async () => (room.deps.queue!.admission.age() < 1000 ? true : undefined));
+        const { ticket } = json<{ ticket: string }>(
+          await room.inject({ method: 'POST', url: '/queue/join?user_id=early' }),
+        );
+        return room.inject({
+          method: 'POST',
+          url: `/checkout?user_id=early&id=${item(9)}`,
+          headers: { 'x-queue-ticket': ticket },
+        });
+      },
+    ],
+    TICKET_INVALID: [
+      'POST /checkout, with the waiting room on, without a ticket',
+      403,
+      async () =>
+        (await env.app({ env: waitingRoom })).inject({ method: 'POST', url: `/checkout?user_id=u&id=${item(9)}` }),
+    ],
+    SOLD_OUT: [
+      'POST /queue/join when every item of the sale is sold',
+      410,
+      async () => {
+        await post(`/purchase?code=${await codeFor('last-buyer', 10)}`);
+        // The same sale, seen by an instance configured for the one item just sold.
+        const room = await env.app({ env: { ...waitingRoom, SALE_ITEMS: '1' } });
+        return room.inject({ method: 'POST', url: '/queue/join?user_id=late' });
+      },
+    ],
     ITEM_SOLD: [
       'POST /checkout of an item bought by someone else',
       409,

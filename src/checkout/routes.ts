@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { Type } from 'typebox';
 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -7,9 +7,13 @@ import type { Ids } from '../sale/ids.js';
 import { responses, USER_ID, USER_ID_RULE } from '../http/schemas.js';
 import type { Checkout } from './checkout.js';
 
-export function checkoutRoutes(app: FastifyInstance, deps: { ids: Ids; checkout: Checkout }) {
+export function checkoutRoutes(
+  app: FastifyInstance,
+  deps: { ids: Ids; checkout: Checkout; admission?: preHandlerAsyncHookHandler },
+) {
   app.withTypeProvider<TypeBoxTypeProvider>().post('/checkout', {
     config: { name: 'checkout' },
+    preHandler: deps.admission, // the waiting room's ticket check, when it is on
     schema: {
       summary: 'Get the code to buy an item (the same code on every checkout of that user and item)',
       querystring: Type.Object({

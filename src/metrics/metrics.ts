@@ -25,6 +25,8 @@ export const CHECKOUT_FAILURE_REASONS = [
   'ITEM_SOLD',
   'USER_LIMIT_REACHED',
   'RATE_LIMITED',
+  'NOT_ADMITTED', // the waiting room, when it is on
+  'TICKET_INVALID',
   'PAYLOAD_TOO_LARGE',
   'UNAVAILABLE',
   'INTERNAL',
@@ -36,6 +38,8 @@ export const PURCHASE_FAILURE_REASONS = [
   'USER_LIMIT_REACHED',
   'SALE_ENDED',
   'RATE_LIMITED',
+  'NOT_ADMITTED', // the waiting room, when it is on
+  'TICKET_INVALID',
   'PAYLOAD_TOO_LARGE',
   'UNAVAILABLE',
   'INTERNAL',

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { Type } from 'typebox';
 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -7,9 +7,13 @@ import { responses } from '../http/schemas.js';
 import type { Ids } from '../sale/ids.js';
 import type { Purchase } from './purchase.js';
 
-export function purchaseRoutes(app: FastifyInstance, deps: { ids: Ids; purchase: Purchase }) {
+export function purchaseRoutes(
+  app: FastifyInstance,
+  deps: { ids: Ids; purchase: Purchase; admission?: preHandlerAsyncHookHandler },
+) {
   app.withTypeProvider<TypeBoxTypeProvider>().post('/purchase', {
     config: { name: 'purchase' },
+    preHandler: deps.admission, // the waiting room's ticket check, when it is on
     schema: {
       summary: 'Buy the item a checkout code names; repeating it replays the same answer',
       querystring: Type.Object({

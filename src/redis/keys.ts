@@ -22,3 +22,20 @@ export function saleKeys(prefix: string, saleId: string) {
 }
 
 export type SaleKeys = ReturnType<typeof saleKeys>;
+
+/** The waiting room's keys for a sale: the sale's own hash tag, so its scripts also read `sold`. */
+export function queueKeys(prefix: string, saleId: string) {
+  const tag = `${prefix}:{${saleId}}`;
+  return {
+    sold: saleKeys(prefix, saleId).sold,
+    state: `${tag}:q:state`,
+    pre: `${tag}:q:pre`,
+    users: `${tag}:q:users`,
+    seq: `${tag}:q:seq`,
+    log: `${tag}:q:log`,
+    lease: `${tag}:q:lease`,
+    ipBucket: (ip: string) => `${tag}:q:rl:ip:${ip}`,
+  };
+}
+
+export type QueueKeys = ReturnType<typeof queueKeys>;

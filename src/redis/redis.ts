@@ -17,8 +17,16 @@ import { createClient, ErrorReply } from 'redis';
 import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
 import { children, type Metrics } from '../metrics/metrics.js';
-import { SCRIPTS, type CheckoutInput, type PurchaseInput, type ReleaseInput, type SyncInput } from './scripts.js';
-import type { SaleKeys } from './keys.js';
+import {
+  SCRIPTS,
+  type CheckoutInput,
+  type PurchaseInput,
+  type QueueAdvanceInput,
+  type QueueJoinInput,
+  type ReleaseInput,
+  type SyncInput,
+} from './scripts.js';
+import type { QueueKeys, SaleKeys } from './keys.js';
 
 export function createRedis(config: Config, metrics: Metrics, onError: (err: Error) => void) {
   const client = createClient({
@@ -116,6 +124,9 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
       unlock: (key: string, token: string) => timed('unlock', client.unlock(key, token)),
       sync: (p: SyncInput) => timed('sync', client.sync(p)),
       reclaim: (keys: SaleKeys, index: number, seen: string) => timed('reclaim', client.reclaim(keys, index, seen)),
+      queueJoin: (p: QueueJoinInput) => timed('queue_join', client.queueJoin(p)),
+      queueAdvance: (p: QueueAdvanceInput) => timed('queue_advance', client.queueAdvance(p)),
+      queueRead: (keys: QueueKeys) => timed('queue_read', client.queueRead(keys)),
     },
     /**
      * Whether a sale's state in Redis was loaded into this very server; marks

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 
 import { defineScript, type CommandParser } from 'redis';
 
-import type { SaleKeys } from './keys.js';
+import type { QueueKeys, SaleKeys } from './keys.js';
 
 const LUA_DIR = new URL('./lua/', import.meta.url);
 const read = (file: string) => readFileSync(new URL(file, LUA_DIR), 'utf8');
@@ -209,4 +209,143 @@ const reclaim = defineScript({
   transformReply: (reply: number) => reply === 1,
 });
 
-export const SCRIPTS = { checkout, purchase, release, unlock, sync, reclaim };
+// The waiting room (src/queue): join, one admission step, and the counters every instance reads.
+
+export interface QueueJoinInput {
+  keys: QueueKeys;
+  userId: string;
+  ip: string;
+  now: number;
+  startsAt: number;
+  items: number;
+  /** The random key of a pre-queue place (below 2^48), used only if the user gets one. */
+  drawn: number;
+  ipRate: number;
+  ipBurst: number;
+  expireAt: number;
+}
+/** A place: `p<key>` (pre-queue) or `n<number>` (after the start), and when it was taken. */
+export interface QueuePlace {
+  place: string;
+  joinedAt: number;
+}
+export type QueueJoinResult =
+  ({ status: 'existing' | 'new' } & QueuePlace) | { status: 'sold_out' } | { status: 'rate_limited'; retryMs: number };
+
+const parsePlace = (entry: string): QueuePlace => {
+  const [place, joinedAt] = entry.split('|');
+  return { place: place!, joinedAt: Number(joinedAt) };
+};
+
+const queueJoin = defineScript({
+  SCRIPT: source('queue-join-6.lua'),
+  NUMBER_OF_KEYS: 6,
+  parseCommand(parser: CommandParser, p: QueueJoinInput) {
+    const k = p.keys;
+    parser.pushKeys([k.sold, k.state, k.users, k.pre, k.seq, k.ipBucket(p.ip)]);
+    parser.push(p.userId, String(p.now), String(p.startsAt), String(p.items), String(p.drawn));
+    parser.push(String(p.ipRate), String(p.ipBurst), String(p.expireAt));
+  },
+  transformReply(reply: Reply): QueueJoinResult {
+    switch (reply[0]) {
+      case 0:
+        return { status: 'existing', ...parsePlace(String(reply[1])) };
+      case 1:
+        return { status: 'new', ...parsePlace(String(reply[1])) };
+      case 2:
+        return { status: 'sold_out' };
+      default:
+        return { status: 'rate_limited', retryMs: Number(reply[1]) };
+    }
+  },
+});
+
+export interface QueueAdvanceInput {
+  keys: QueueKeys;
+  token: string;
+  leaseMs: number;
+  now: number;
+  startsAt: number;
+  /** Admissions per second (fractional in adaptive mode). */
+  rate: number;
+  items: number;
+  stockFactor: number;
+  ttlMs: number;
+  catchUpMs: number;
+  expireAt: number;
+}
+export type QueueAdvanceResult =
+  { status: 'not_leader' } | { status: 'advanced'; admittedNow: number; admitted: number; remaining: number };
+
+const queueAdvance = defineScript({
+  SCRIPT: source('queue-advance-6.lua'),
+  NUMBER_OF_KEYS: 6,
+  parseCommand(parser: CommandParser, p: QueueAdvanceInput) {
+    const k = p.keys;
+    parser.pushKeys([k.lease, k.state, k.pre, k.seq, k.log, k.sold]);
+    parser.push(p.token, String(p.leaseMs), String(p.now), String(p.startsAt), String(p.rate), String(p.items));
+    parser.push(String(p.stockFactor), String(p.ttlMs), String(p.catchUpMs), String(p.expireAt));
+  },
+  transformReply(reply: Reply): QueueAdvanceResult {
+    if (reply[0] === 0) return { status: 'not_leader' };
+    return {
+      status: 'advanced',
+      admittedNow: Number(reply[1]),
+      admitted: Number(reply[2]),
+      remaining: Number(reply[3]),
+    };
+  },
+});
+
+/** The room's shared counters for one sale, as the advancing instance last wrote them. */
+export interface QueueCounters {
+  /** Admission has begun (the pre-queue is closed and `pre` is final). */
+  started: boolean;
+  pre: number;
+  admitted: number;
+  expired: number;
+  threshold: number;
+  expiredThreshold: number;
+  rate: number;
+  preJoined: number;
+  joinedAfterStart: number;
+  /** Items taken (sold or reserved); undefined while the sale is not loaded into Redis. */
+  taken: number | undefined;
+}
+
+const queueRead = defineScript({
+  SCRIPT: source('queue-read-4.lua'),
+  NUMBER_OF_KEYS: 4,
+  parseCommand(parser: CommandParser, k: QueueKeys) {
+    parser.pushKeys([k.state, k.pre, k.seq, k.sold]);
+  },
+  transformReply(reply: (string | number | null)[]): QueueCounters {
+    const n = (i: number, fallback: number) =>
+      reply[i] === null || reply[i] === undefined ? fallback : Number(reply[i]);
+    const hlen = n(9, 0);
+    return {
+      started: reply[0] !== null && reply[0] !== undefined,
+      pre: n(1, n(7, 0)),
+      admitted: n(2, 0),
+      expired: n(3, 0),
+      threshold: n(4, -1),
+      expiredThreshold: n(5, -1),
+      rate: n(6, 0),
+      preJoined: n(7, 0),
+      joinedAfterStart: n(8, 0),
+      taken: hlen > 0 ? hlen - 1 : undefined,
+    };
+  },
+});
+
+export const SCRIPTS = {
+  checkout,
+  purchase,
+  release,
+  unlock,
+  sync,
+  reclaim,
+  queueJoin,
+  queueAdvance,
+  queueRead,
+};

@@ -1,0 +1,101 @@
+/**
+ * The admission controller: one timer per instance, every REFRESH_MS. Each
+ * tick sends one admission step (only the lease holder's advances: see
+ * queue-advance-6.lua) and reads the room's counters for the running sale and
+ * the one whose pre-queue is open, pipelined in one round trip. Status polls
+ * and the checkout guard answer from these counters only, so a poll costs no
+ * I/O and polls scale with instances.
+ */
+import type { Infra } from '../infra.js';
+import { queueKeys } from '../redis/keys.js';
+import type { QueueCounters } from '../redis/scripts.js';
+import type { SaleWindow } from '../sale/ids.js';
+
+/** How often counters are refreshed (the bound: at most every 250 ms). */
+export const REFRESH_MS = 250;
+/** The advancing instance's lease: another takes over within this after it dies. */
+export const LEASE_MS = 2000;
+/** A stalled or new advancer admits at most this much time's worth at once. */
+const CATCH_UP_MS = 1000;
+
+export type AdmissionDeps = Pick<Infra, 'config' | 'clock' | 'redis' | 'ids' | 'log' | 'locks'>;
+
+export function createAdmission(deps: AdmissionDeps) {
+  const { config, clock, redis, ids, log } = deps;
+  const token = deps.locks.newToken();
+  let counters = new Map<string, QueueCounters>();
+  /** Real time (Date.now) of the last successful read: how stale the counters are. */
+  let refreshedAt = -Infinity;
+  let leading = false;
+  let failing = false;
+
+  /** The running sale, and the next one while its pre-queue is open. */
+  function salesAt(now: number): { current: SaleWindow; upcoming: SaleWindow | undefined } {
+    const current = ids.windowAt(now);
+    const open = current.endsAt - now <= config.PREQUEUE_SECONDS * 1000;
+    return { current, upcoming: open ? ids.windowAt(current.endsAt) : undefined };
+  }
+
+  const expireAt = (sale: SaleWindow) => sale.endsAt + config.SALE_DURATION * 1000;
+
+  /** One admission step and one read of the counters; failures keep the last counters (marked stale by age). */
+  async function tick(): Promise<void> {
+    if (!redis.isReady() && refreshedAt === -Infinity) return; // still connecting at start-up: nothing to report
+    const now = clock.now();
+    const { current, upcoming } = salesAt(now);
+    const sales = upcoming ? [current, upcoming] : [current];
+    try {
+      const [step, ...read] = await Promise.all([
+        redis.scripts.queueAdvance({
+          keys: queueKeys(config.REDIS_PREFIX, current.id),
+          token,
+          leaseMs: LEASE_MS,
+          now,
+          startsAt: current.startsAt,
+          rate: config.ADMIT_PER_SEC,
+          items: config.SALE_ITEMS,
+          stockFactor: config.ADMISSION_STOCK_FACTOR,
+          ttlMs: config.ADMISSION_TTL * 1000,
+          catchUpMs: CATCH_UP_MS,
+          expireAt: expireAt(current),
+        }),
+        ...sales.map((s) => redis.scripts.queueRead(queueKeys(config.REDIS_PREFIX, s.id))),
+      ]);
+      leading = step.status === 'advanced';
+      counters = new Map(sales.map((s, i) => [s.id, read[i]!]));
+      refreshedAt = Date.now();
+      if (failing) log.info('waiting room counters refreshed again');
+      failing = false;
+    } catch (err) {
+      if (!failing) log.warn({ err }, 'waiting room could not refresh its counters; answering from the last ones');
+      failing = true;
+    }
+  }
+
+  let timer: NodeJS.Timeout | undefined;
+  let running = false;
+  const schedule = (ms: number) => {
+    timer = setTimeout(() => void tick().finally(() => running && schedule(REFRESH_MS)), ms);
+  };
+
+  return {
+    tick,
+    salesAt,
+    expireAt,
+    counters: (saleId: string) => counters.get(saleId),
+    /** Milliseconds since the counters were last read from Redis. */
+    age: () => Date.now() - refreshedAt,
+    leading: () => leading,
+    /** Starts the timer (the first tick at once; until it succeeds, polls answer 503). */
+    start() {
+      running = true;
+      schedule(0);
+    },
+    stop() {
+      running = false;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export type Admission = ReturnType<typeof createAdmission>;

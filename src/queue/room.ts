@@ -1,0 +1,180 @@
+/**
+ * The waiting room's use cases: join (one Redis script), status (no I/O: the
+ * signed ticket and this instance's counters), and the guard that checkout and
+ * purchase run first when the room is on. See docs/waiting-room.md.
+ */
+import { randomFillSync } from 'node:crypto';
+
+import type { FastifyRequest } from 'fastify';
+
+import { AppError, unavailable } from '../errors.js';
+import type { Infra } from '../infra.js';
+import { queueKeys } from '../redis/keys.js';
+import type { QueueCounters } from '../redis/scripts.js';
+import { createAdmission, REFRESH_MS } from './admission.js';
+import { createTickets, KEY_SPACE, placeOf, TICKET_PATTERN, type Ticket } from './ticket.js';
+
+export type QueueDeps = Pick<Infra, 'config' | 'clock' | 'redis' | 'ids' | 'log' | 'locks'>;
+
+/** The ticket header checkout and purchase read (or the `ticket` query parameter). */
+export const TICKET_HEADER = 'x-queue-ticket';
+const ticketPattern = new RegExp(TICKET_PATTERN);
+/** Longest Retry-After a waiting person is told, so a slowed room still hears from them. */
+const MAX_POLL_S = 30;
+/** Counters older than a few missed refreshes are marked stale in answers. */
+const STALE_AFTER_MS = 4 * REFRESH_MS;
+
+/** A uniform integer below 2^48: a pre-queue place's random key. */
+function drawKey(): number {
+  const b = randomFillSync(Buffer.alloc(6));
+  return b.readUIntBE(0, 6);
+}
+
+export interface Standing {
+  position: number;
+  admitted: boolean;
+  eta_seconds: number;
+  sold_out: boolean;
+  stale: boolean;
+}
+
+export function createQueue(deps: QueueDeps) {
+  const { config, clock, redis, ids } = deps;
+  const admission = createAdmission(deps);
+  const tickets = createTickets({
+    secret: config.WAITING_ROOM_SECRET,
+    previous: config.WAITING_ROOM_PREVIOUS_SECRET,
+    previousUntil: clock.now() + config.WAITING_ROOM_SECRET_GRACE * 1000,
+  });
+  const staleMs = config.WAITING_ROOM_STALE_SECONDS * 1000;
+
+  const soldOut = (c: QueueCounters | undefined) => c?.taken !== undefined && c.taken >= config.SALE_ITEMS;
+  /** Where a ticket stands in the shared order: the pre-queue by key, then joins after the start by number. */
+  function rank(t: Ticket, c: QueueCounters): { admitted: boolean; expired: boolean; ahead: number } {
+    if (t.place.kind === 'number') {
+      const at = c.pre + t.place.n;
+      return { admitted: c.started && at <= c.admitted, expired: c.started && at <= c.expired, ahead: at - c.admitted };
+    }
+    const { key } = t.place;
+    // Keys are uniform: about key/2^48 of the pre-queue drew a smaller one.
+    const estimate = Math.max(1, Math.ceil((key / KEY_SPACE) * Math.max(c.pre, c.preJoined)));
+    return {
+      admitted: c.started && key <= c.threshold,
+      expired: c.started && key <= c.expiredThreshold,
+      ahead: estimate - c.admitted,
+    };
+  }
+
+  /** The ticket's standing from this instance's counters; throws when the ticket no longer opens anything. */
+  function standing(t: Ticket, fresh = true): Standing & { expired: boolean } {
+    const now = clock.now();
+    const { current, upcoming } = admission.salesAt(now);
+    if (t.saleId !== current.id && t.saleId !== upcoming?.id) throw new AppError('TICKET_INVALID', 'another sale');
+    if (fresh && admission.age() > staleMs) throw unavailable('waiting room (Redis unreachable)', 1);
+    const c = admission.counters(t.saleId) ?? emptyCounters;
+    const r = rank(t, c);
+    const position = r.admitted ? 0 : Math.max(1, r.ahead);
+    const rate = c.rate || config.ADMIT_PER_SEC;
+    const start = t.saleId === current.id ? current.startsAt : upcoming!.startsAt;
+    const wait = Math.max(0, start - now) / 1000 + (r.admitted ? 0 : position / rate);
+    return {
+      position,
+      admitted: r.admitted,
+      expired: r.expired,
+      eta_seconds: Math.ceil(wait),
+      sold_out: soldOut(c),
+      stale: admission.age() > STALE_AFTER_MS,
+    };
+  }
+
+  function check(raw: unknown): { ticket: Ticket; resigned?: string } {
+    if (typeof raw !== 'string' || !ticketPattern.test(raw))
+      throw new AppError('TICKET_INVALID', 'missing or malformed');
+    const checked = tickets.verify(raw, clock.now());
+    if (typeof checked === 'string') throw new AppError('TICKET_INVALID', checked);
+    return checked;
+  }
+
+  /** When to poll next: about half the expected wait, spread ±50% so a crowd does not poll in step. */
+  const retryAfter = (s: Standing) =>
+    Math.max(1, Math.min(MAX_POLL_S, Math.round((s.eta_seconds / 2) * (0.5 + Math.random()))));
+
+  return {
+    admission,
+    TICKET_HEADER,
+
+    async join(input: { userId: string; ip: string }) {
+      const now = clock.now();
+      const { current, upcoming } = admission.salesAt(now);
+      const sale = upcoming ?? current;
+      const result = await redis.scripts.queueJoin({
+        keys: queueKeys(config.REDIS_PREFIX, sale.id),
+        userId: input.userId,
+        ip: input.ip,
+        now,
+        startsAt: sale.startsAt,
+        items: config.SALE_ITEMS,
+        drawn: drawKey(),
+        ipRate: config.RATE_LIMIT_IP_PER_SEC,
+        ipBurst: config.RATE_LIMIT_IP_BURST,
+        expireAt: admission.expireAt(sale),
+      });
+      if (result.status === 'sold_out') throw new AppError('SOLD_OUT', sale.id);
+      if (result.status === 'rate_limited') throw new AppError('RATE_LIMITED', '', Math.ceil(result.retryMs / 1000));
+      const ticket: Ticket = {
+        saleId: sale.id,
+        userId: input.userId,
+        place: placeOf(result.place),
+        joinedAt: result.joinedAt,
+      };
+      // Redis just answered: counters a moment old are no reason to refuse the place it gave.
+      const { expired, ...s } = standing(ticket, false);
+      if (expired) throw new AppError('TICKET_INVALID', 'admission expired'); // a place taken long ago, already used
+      return { fresh: result.status === 'new', body: { ticket: tickets.sign(ticket), sale_id: sale.id, ...s } };
+    },
+
+    /** GET /queue/status: no I/O at all. */
+    status(raw: string) {
+      const { ticket, resigned } = check(raw);
+      const { expired, ...s } = standing(ticket);
+      if (expired) throw new AppError('TICKET_INVALID', 'admission expired');
+      return { body: { ticket: resigned ?? raw, ...s }, retryAfter: s.sold_out ? MAX_POLL_S : retryAfter(s) };
+    },
+
+    /**
+     * The preHandler of POST /checkout and POST /purchase when the room is on:
+     * the ticket (header or `ticket` parameter) must be ours, for this sale and
+     * this user, admitted, and within ADMISSION_TTL of its admission.
+     */
+    guard(route: 'checkout' | 'purchase') {
+      return async (request: FastifyRequest) => {
+        const query = request.query as { user_id?: string; code?: string; ticket?: string };
+        const { ticket } = check(request.headers[TICKET_HEADER] ?? query.ticket);
+        // Purchase names no user: its code is bound to the user whose admitted checkout got it.
+        const saleId = route === 'checkout' ? ids.windowAt(clock.now()).id : ids.saleIdOfCode(query.code ?? '');
+        if (ticket.saleId !== saleId) throw new AppError('TICKET_INVALID', 'another sale');
+        if (route === 'checkout' && ticket.userId !== query.user_id)
+          throw new AppError('TICKET_INVALID', 'another user');
+        const s = standing(ticket);
+        if (s.expired) throw new AppError('TICKET_INVALID', 'admission expired');
+        if (!s.admitted)
+          throw new AppError('NOT_ADMITTED', `position ${s.position} in the waiting room`, retryAfter(s));
+      };
+    },
+  };
+}
+
+const emptyCounters: QueueCounters = {
+  started: false,
+  pre: 0,
+  admitted: 0,
+  expired: 0,
+  threshold: -1,
+  expiredThreshold: -1,
+  rate: 0,
+  preJoined: 0,
+  joinedAfterStart: 0,
+  taken: undefined,
+};
+
+export type Queue = ReturnType<typeof createQueue>;

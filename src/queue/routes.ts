@@ -1,0 +1,79 @@
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+
+import { responses, retryAfter, USER_ID, USER_ID_RULE } from '../http/schemas.js';
+import type { Queue } from './room.js';
+import { TICKET_PATTERN } from './ticket.js';
+
+const standing = {
+  position: Type.Integer({ minimum: 0, description: 'people ahead (an estimate in the pre-queue); 0 once admitted' }),
+  admitted: Type.Boolean({ description: 'the ticket opens POST /checkout and POST /purchase now' }),
+  eta_seconds: Type.Integer({ minimum: 0 }),
+  sold_out: Type.Boolean(),
+  stale: Type.Boolean({ description: 'Redis is unreachable: the answer comes from counters a few seconds old' }),
+};
+
+/** The waiting room's routes, and its timer tied to the app's life. */
+export function queueRoutes(app: FastifyInstance, queue: Queue) {
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>();
+  typed.post('/queue/join', {
+    config: { name: 'queue_join' },
+    schema: {
+      summary: 'Take a place in the waiting room of the sale (the same place on every join of that user)',
+      querystring: Type.Object({ user_id: Type.String({ pattern: USER_ID, description: USER_ID_RULE }) }),
+      response: responses(
+        {
+          200: Type.Object(
+            { ticket: Type.String(), sale_id: Type.String(), ...standing },
+            { description: 'The signed ticket and where it stands' },
+          ),
+        },
+        {
+          INVALID_REQUEST: '`user_id` is missing or malformed',
+          SOLD_OUT: 'every item of the sale is taken',
+          TICKET_INVALID: "the user's place was admitted and its `ADMISSION_TTL` has passed",
+          RATE_LIMITED: 'too many joins from this client address',
+          UNAVAILABLE: 'Redis is unavailable',
+        },
+      ),
+    },
+    handler: async (request) => {
+      const { body } = await queue.join({ userId: request.query.user_id, ip: request.ip });
+      return body;
+    },
+  });
+
+  typed.get('/queue/status', {
+    config: { name: 'queue_status' },
+    schema: {
+      summary: "Where a ticket stands; answered from the instance's counters, without I/O",
+      querystring: Type.Object({
+        ticket: Type.String({ pattern: TICKET_PATTERN, description: 'must be a ticket from POST /queue/join' }),
+      }),
+      response: responses(
+        {
+          200: {
+            description: 'The standing; `ticket` is the ticket to use from now on (re-signed after a secret rotation)',
+            headers: retryAfter,
+            ...Type.Object({ ticket: Type.String(), ...standing }),
+          },
+        },
+        {
+          INVALID_REQUEST: '`ticket` is missing or malformed',
+          TICKET_INVALID: 'the ticket is forged, of another sale, or its admission expired',
+          UNAVAILABLE: 'Redis has been unreachable for longer than `WAITING_ROOM_STALE_SECONDS`',
+        },
+      ),
+    },
+    handler: async (request, reply) => {
+      const { body, retryAfter: seconds } = queue.status(request.query.ticket);
+      void reply.header('retry-after', String(seconds));
+      return body;
+    },
+  });
+
+  app.addHook('onReady', async () => queue.admission.start());
+  app.addHook('onClose', async () => queue.admission.stop());
+}

@@ -1,0 +1,75 @@
+/**
+ * Waiting-room tickets: what a person's place is, signed so any instance can
+ * check it without asking anyone (no Redis or PostgreSQL per poll).
+ *
+ *   base64url("1|<sale>|<user>|<place>|<joined ms>") "." base64url(HMAC-SHA256)
+ *
+ * <place> is `p<key>` (a pre-queue place: a random key below 2^48, the
+ * shuffle) or `n<number>` (the n-th join after the start). User ids cannot
+ * contain "|" (their schema), so the fields split unambiguously. Rotation:
+ * tickets signed with the previous secret stay valid for a grace period after
+ * start-up and are re-signed with the current one on their next poll.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+export interface Ticket {
+  saleId: string;
+  userId: string;
+  /** Pre-queue key (below 2^48) or the join number after the start. */
+  place: { kind: 'pre'; key: number } | { kind: 'number'; n: number };
+  joinedAt: number;
+}
+
+/** The pre-queue's random keys are uniform integers below 2^48 (exact as doubles, in Lua and in Redis scores). */
+export const KEY_SPACE = 2 ** 48;
+
+const VERSION = '1';
+/** A ticket as sent by a client: bounded, so parsing never works on attacker-sized input. */
+export const TICKET_PATTERN = '^[A-Za-z0-9_-]{8,200}\\.[A-Za-z0-9_-]{43}$';
+
+export function placeOf(place: string): Ticket['place'] {
+  const value = Number(place.slice(1));
+  return place[0] === 'p' ? { kind: 'pre', key: value } : { kind: 'number', n: value };
+}
+
+export function createTickets(options: { secret: string; previous: string; previousUntil: number }) {
+  const current = Buffer.from(options.secret);
+  const previous = options.previous === '' ? undefined : Buffer.from(options.previous);
+  const mac = (key: Buffer, payload: string) => createHmac('sha256', key).update(payload).digest();
+
+  function sign(t: Ticket): string {
+    const place = t.place.kind === 'pre' ? `p${t.place.key}` : `n${t.place.n}`;
+    const payload = [VERSION, t.saleId, t.userId, place, String(t.joinedAt)].join('|');
+    return `${Buffer.from(payload).toString('base64url')}.${mac(current, payload).toString('base64url')}`;
+  }
+
+  /**
+   * The ticket a client sent, if one of our secrets signed it; `resigned` is
+   * the same ticket under the current secret when the previous one signed it.
+   * Returns a reason string when it is not valid.
+   */
+  function verify(raw: string, now: number): { ticket: Ticket; resigned?: string } | string {
+    const dot = raw.indexOf('.');
+    if (dot < 0) return 'malformed';
+    const payload = Buffer.from(raw.slice(0, dot), 'base64url').toString();
+    const signature = Buffer.from(raw.slice(dot + 1), 'base64url');
+    if (signature.length !== 32) return 'malformed';
+    const byCurrent = timingSafeEqual(signature, mac(current, payload));
+    const byPrevious =
+      !byCurrent &&
+      previous !== undefined &&
+      now < options.previousUntil &&
+      timingSafeEqual(signature, mac(previous, payload));
+    if (!byCurrent && !byPrevious) return 'bad signature';
+    const [version, saleId, userId, place, joinedAt, extra] = payload.split('|');
+    if (version !== VERSION || extra !== undefined || !saleId || !userId || !place || !/^[pn]\d{1,16}$/.test(place)) {
+      return 'malformed';
+    }
+    const ticket: Ticket = { saleId, userId, place: placeOf(place), joinedAt: Number(joinedAt) };
+    return byPrevious ? { ticket, resigned: sign(ticket) } : { ticket };
+  }
+
+  return { sign, verify };
+}
+
+export type Tickets = ReturnType<typeof createTickets>;
