@@ -8,6 +8,8 @@ import { METHODS } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import { pino, type Logger } from 'pino';
 
+import { registerAdmin } from './admin/routes.js';
+import { registerAuth } from './auth/buyer.js';
 import { createCheckout } from './checkout/checkout.js';
 import { checkoutRoutes } from './checkout/routes.js';
 import { systemClock, type Clock } from './clock.js';
@@ -132,6 +134,8 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     }
   });
 
+  registerAuth(app, infra); // AUTH=jwt: the buyer check checkout and purchase declare (docs/security.md)
+  registerAdmin(app, infra); // the operator API and the kill switch's gates
   checkoutRoutes(app, { ids, checkout });
   purchaseRoutes(app, { ids, purchase });
   saleRoutes(app, { ids, sales });
