@@ -74,7 +74,8 @@ export const jwtEnv = (keys: { jwksUrl: string } | { pem: string }) => ({
   AUTH: 'jwt',
   AUTH_ISSUER: ISSUER,
   AUTH_AUDIENCE: AUDIENCE,
-  ...('jwksUrl' in keys ? { AUTH_JWKS_URL: keys.jwksUrl } : { AUTH_PUBLIC_KEY: keys.pem }),
+  AUTH_JWKS_URL: 'jwksUrl' in keys ? keys.jwksUrl : '',
+  AUTH_PUBLIC_KEY: 'pem' in keys ? keys.pem : '',
 });
 
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
