@@ -217,6 +217,11 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
         'PAYLOAD_TOO_LARGE',
         'UNAVAILABLE',
         'INTERNAL',
+        // AUTH=jwt and the kill switch (auth.test.ts, admin.test.ts provoke them)
+        'UNAUTHENTICATED',
+        'FORBIDDEN',
+        'SALE_PAUSED',
+        'SALE_ENDED',
       ],
       purchase: [
         'INVALID_REQUEST',
@@ -228,6 +233,8 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
         'PAYLOAD_TOO_LARGE',
         'UNAVAILABLE',
         'INTERNAL',
+        'UNAUTHENTICATED',
+        'SALE_PAUSED',
       ],
     };
     const failures = async () => parse((await fresh.inject('/metrics')).body);
