@@ -5,6 +5,8 @@
  */
 import { pino, type Logger } from 'pino';
 
+import { registerAdmin } from './admin/routes.js';
+import { registerAuth } from './auth/buyer.js';
 import { createCheckout } from './checkout/checkout.js';
 import { checkoutRoutes } from './checkout/routes.js';
 import { systemClock, type Clock } from './clock.js';
@@ -60,6 +62,8 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
 
   const { app, inFlight, addMethodNotAllowed } = await createHttp({ config, log, metrics });
 
+  registerAuth(app, infra); // AUTH=jwt: the buyer check checkout and purchase declare (docs/security.md)
+  registerAdmin(app, infra); // the operator API and the kill switch's gates
   checkoutRoutes(app, { ids, checkout, admission: queue?.guard('checkout') });
   purchaseRoutes(app, { ids, purchase, admission: queue?.guard('purchase') });
   if (queue) queueRoutes(app, queue);

@@ -1,3 +1,5 @@
+import { createHash, createPublicKey } from 'node:crypto';
+
 /**
  * One environment schema, validated once at boot. A bad value throws a
  * ConfigError whose message is the single line the process prints before it
@@ -80,6 +82,40 @@ const secret: Parser<string> = (raw, name) => {
   }
   return raw;
 };
+// Verified buyers and the operator API (src/auth, src/admin; docs/security.md).
+const optional =
+  <T>(parse: Parser<T>): Parser<T | undefined> =>
+  (raw, name) =>
+    raw === '' ? undefined : parse(raw, name);
+const text: Parser<string> = (raw) => raw;
+/** Asymmetric JWS algorithms only: "none" and HS* (which a public key could be misused to forge) are never accepted. */
+const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+const algorithms: Parser<string[]> = (raw, name) =>
+  raw.split(',').map((alg) => oneOf(JWT_ALGORITHMS)(alg.trim(), name));
+const publicKey: Parser<string> = (raw, name) => {
+  try {
+    createPublicKey(raw);
+  } catch {
+    throw new ConfigError(`${name} must be a PEM public key (-----BEGIN PUBLIC KEY-----)`);
+  }
+  return raw;
+};
+/**
+ * Operator bearer tokens, comma-separated: each either `sha256:<64 hex>` (the
+ * SHA-256 of the token, so the configuration never holds the token itself) or
+ * the token in clear, at least 32 characters. Kept as hashes either way; `id`
+ * (a hash prefix) names the token in the audit trail.
+ */
+const adminTokens: Parser<{ id: string; hash: Buffer }[]> = (raw, name) =>
+  raw.split(',').map((entry) => {
+    const token = entry.trim();
+    const hashed = /^sha256:([0-9a-f]{64})$/i.exec(token);
+    if (!hashed && !/^[\x21-\x7e]{32,512}$/.test(token)) {
+      throw new ConfigError(`${name} entries must be sha256:<64 hex digits> or tokens of 32-512 printable characters`);
+    }
+    const hash = hashed ? Buffer.from(hashed[1]!, 'hex') : createHash('sha256').update(token).digest();
+    return { id: `token:${hash.toString('hex').slice(0, 8)}`, hash };
+  });
 
 const schema = {
   PORT: { parse: integer(0, 65535), default: '8080' },
@@ -134,6 +170,22 @@ const schema = {
   ADMISSION_STOCK_FACTOR: { parse: integer(1, 1000), default: '2' },
   /** Joins this long before a sale starts enter its pre-queue, shuffled at the start. */
   PREQUEUE_SECONDS: { parse: integer(0, 24 * 3600), default: '60' },
+  // Verified buyers and the operator API (docs/security.md).
+  AUTH: { parse: oneOf(['off', 'jwt'] as const), default: 'off' },
+  AUTH_JWKS_URL: { parse: optional(url(['https:', 'http:'])), default: '' },
+  AUTH_PUBLIC_KEY: { parse: optional(publicKey), default: '' },
+  AUTH_ISSUER: { parse: optional(text), default: '' },
+  AUTH_AUDIENCE: { parse: optional(text), default: '' },
+  AUTH_ALGORITHMS: { parse: algorithms, default: 'RS256,ES256,EdDSA' },
+  AUTH_CLOCK_TOLERANCE_S: { parse: integer(0, 300), default: '30' },
+  /** Least time between two fetches of the key set for an unknown kid (a flood of made-up kids is one fetch). */
+  AUTH_JWKS_COOLDOWN_MS: { parse: integer(0, 3_600_000), default: '30000' },
+  /** How often the key set is fetched anyway, so keys the provider withdrew stop working. */
+  AUTH_JWKS_REFRESH_MS: { parse: integer(1000, 86_400_000), default: '300000' },
+  AUTH_ADMIN_ROLE: { parse: optional(text), default: 'flashsale:admin' },
+  ADMIN_TOKENS: { parse: optional(adminTokens), default: '' },
+  /** How often each instance reads the sales' paused/ended state from PostgreSQL. */
+  SALE_STATE_REFRESH_MS: { parse: integer(50, 500), default: '250' },
 } as const;
 
 type Schema = typeof schema;
@@ -156,6 +208,7 @@ function checkTogether(config: Config): Config {
   if (config.WAITING_ROOM === 'on' && config.PREQUEUE_SECONDS * 2 > config.SALE_DURATION) {
     throw new ConfigError(`PREQUEUE_SECONDS must be at most half of SALE_DURATION, got ${config.PREQUEUE_SECONDS}`);
   }
+  checkAuth(config);
   return config;
 }
 
@@ -164,3 +217,13 @@ export const describeUrl = (url: string) => {
   const u = new URL(url);
   return `${u.hostname}:${u.port || '(default port)'}${u.pathname === '/' ? '' : u.pathname}`;
 };
+
+/** AUTH=jwt is refused unless it can verify anything: keys, an issuer and an audience. */
+function checkAuth(config: Config) {
+  if (config.AUTH !== 'jwt') return;
+  if (!config.AUTH_JWKS_URL === !config.AUTH_PUBLIC_KEY) {
+    throw new ConfigError('AUTH_JWKS_URL or AUTH_PUBLIC_KEY (exactly one) is required with AUTH=jwt');
+  }
+  if (!config.AUTH_ISSUER) throw new ConfigError('AUTH_ISSUER is required with AUTH=jwt');
+  if (!config.AUTH_AUDIENCE) throw new ConfigError('AUTH_AUDIENCE is required with AUTH=jwt');
+}

@@ -22,6 +22,10 @@ const catalogue = {
   },
   SALE_ENDED: { status: 410, message: (id: string) => `sale ${id} has ended` },
   SOLD_OUT: { status: 410, message: (id: string) => `sale ${id} is sold out` },
+  // Verified buyers and the operator API (src/auth, src/admin).
+  UNAUTHENTICATED: { status: 401, message: (why: string) => `authentication required: ${why}` },
+  FORBIDDEN: { status: 403, message: (why: string) => why },
+  SALE_PAUSED: { status: 503, message: (id: string) => `sale ${id} is paused by the operator, retry later` },
   REQUEST_TIMEOUT: { status: 408, message: () => 'the request did not arrive in time' },
   PAYLOAD_TOO_LARGE: { status: 413, message: () => 'request is too large' },
   HEADERS_TOO_LARGE: { status: 431, message: () => 'request line or headers are too large' },

@@ -5,6 +5,7 @@ import type { App } from '../src/app.js';
 import { offsetClock } from '../src/clock.js';
 import { errorCodes, type ErrorCode } from '../src/errors.js';
 import { itemId, json, rawRequest, testEnv, type TestEnv } from './helpers.js';
+import { bearer, jwtEnv, newKey, sign } from './idp.js';
 import { freePort, waitFor } from './process.js';
 
 type Res = Awaited<ReturnType<App['inject']>>;
@@ -490,6 +491,35 @@ describe('every error code of the catalogue (src/errors.ts), each answered to a 
         ).code;
         clock.advance(3_600_000);
         return later.inject({ method: 'POST', url: `/purchase?code=${code}` });
+      },
+    ],
+    UNAUTHENTICATED: ['GET /admin/sales without a token', 401, () => app.inject('/admin/sales')],
+    FORBIDDEN: [
+      "POST /checkout with AUTH=jwt and a user_id other than the token's sub",
+      403,
+      async () => {
+        const key = await newKey('k1');
+        const verified = await env.app({ env: jwtEnv(key) });
+        const headers = bearer(await sign(key, { sub: 'alice' }));
+        return verified.inject({ method: 'POST', url: `/checkout?user_id=bob&id=${item(8)}`, headers });
+      },
+    ],
+    SALE_PAUSED: [
+      'POST /checkout while an operator has paused the sale',
+      503,
+      async () => {
+        const token = 'x'.repeat(40);
+        const operator = await env.app({ env: { ADMIN_TOKENS: token } });
+        const admin = (action: string) =>
+          operator.inject({ method: 'POST', url: `/admin/sales/${sale}/${action}`, headers: bearer(token) });
+        assert.equal((await admin('pause')).statusCode, 200);
+        try {
+          return await operator.inject({ method: 'POST', url: `/checkout?user_id=paused&id=${item(9)}` });
+        } finally {
+          assert.equal((await admin('resume')).statusCode, 200);
+          // The other instance of this suite sees the sale open again before the next story.
+          while ((await post(`/checkout?user_id=paused&id=${item(9)}`)).statusCode === 503);
+        }
       },
     ],
     REQUEST_TIMEOUT: [

@@ -219,6 +219,11 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
         'PAYLOAD_TOO_LARGE',
         'UNAVAILABLE',
         'INTERNAL',
+        // AUTH=jwt and the kill switch (auth.test.ts, admin.test.ts provoke them)
+        'UNAUTHENTICATED',
+        'FORBIDDEN',
+        'SALE_PAUSED',
+        'SALE_ENDED',
       ],
       purchase: [
         'INVALID_REQUEST',
@@ -232,6 +237,8 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
         'PAYLOAD_TOO_LARGE',
         'UNAVAILABLE',
         'INTERNAL',
+        'UNAUTHENTICATED',
+        'SALE_PAUSED',
       ],
     };
     const failures = async () => parse((await fresh.inject('/metrics')).body);

@@ -17,6 +17,7 @@ import formats from 'ajv-formats';
 import type { App } from '../src/app.js';
 import { offsetClock } from '../src/clock.js';
 import { json, testEnv, type TestEnv } from './helpers.js';
+import { bearer, jwtEnv, newKey, sign } from './idp.js';
 
 const committed = new URL('../../docs/openapi.json', import.meta.url);
 
@@ -284,6 +285,70 @@ describe('GET /openapi.json', () => {
       const page = json<Record<string, unknown>>(await app.inject(`/sales/${sale}/items`));
       assert.equal(page[param.name], param.schema.default, `${param.name} defaults to what the document says`);
     }
+  });
+
+  // Last but one: it pauses and ends the sale the tests above share.
+  it('the operator API, and AUTH=jwt and the kill switch on checkout and purchase: each answer is the documented one', async () => {
+    const token = 'openapi-operator-token-0123456789abcdef';
+    const key = await newKey('k1');
+    const ops = await env.app({ env: { ...jwtEnv(key), ADMIN_TOKENS: token, RATE_LIMIT_USER_PER_SEC: '0' } });
+    const as = (headers: Record<string, string>) => async (method: string, url: string, path: string, status: number) =>
+      expect(await ops.inject({ method, url, headers }), method, path, status);
+    const admin = as(bearer(token));
+    const buyerToken = bearer(await sign(key, { sub: 'buyer' }));
+    const buyer = as(buyerToken);
+    const nobody = as({});
+    const none = '2001010100';
+    const paths = {
+      list: '/admin/sales',
+      sale: '/admin/sales/{sale_id}',
+      user: '/admin/sales/{sale_id}/users/{user_id}',
+    };
+    await admin('GET', '/admin/sales', paths.list, 200);
+    await admin('GET', '/admin/sales?limit=0', paths.list, 400);
+    await admin('GET', `/admin/sales/${sale}`, paths.sale, 200);
+    await admin('GET', `/admin/sales/${'1'.repeat(33)}`, paths.sale, 400);
+    await admin('GET', `/admin/sales/${none}`, paths.sale, 404);
+    await admin('GET', `/admin/sales/${sale}/users/a`, paths.user, 200);
+    await admin('GET', `/admin/sales/${sale}/users/${encodeURIComponent("a'b")}`, paths.user, 400);
+    await admin('GET', `/admin/sales/${none}/users/a`, paths.user, 404);
+    for (const [url, path] of [
+      ['/admin/sales', paths.list],
+      [`/admin/sales/${sale}`, paths.sale],
+      [`/admin/sales/${sale}/users/a`, paths.user],
+    ] as const) {
+      await nobody('GET', url, path, 401);
+      await buyer('GET', url, path, 403);
+    }
+    await buyer('POST', `/checkout?user_id=other&id=${item(50)}`, '/checkout', 403);
+    await nobody('POST', `/checkout?id=${item(50)}`, '/checkout', 401);
+    await nobody('POST', `/purchase?code=${sale}-${'0'.repeat(32)}`, '/purchase', 401);
+    const code = json<{ code: string }>(await buyer('POST', `/checkout?id=${item(51)}`, '/checkout', 200)).code;
+
+    const later = offsetClock();
+    const afterWindow = await env.app({ clock: later, env: { ADMIN_TOKENS: token } });
+    later.advance(3600 * 1000);
+    for (const action of ['pause', 'resume', 'end']) {
+      const path = `/admin/sales/{sale_id}/${action}`;
+      await nobody('POST', `/admin/sales/${sale}/${action}`, path, 401);
+      await buyer('POST', `/admin/sales/${sale}/${action}`, path, 403);
+      await admin('POST', `/admin/sales/${'1'.repeat(33)}/${action}`, path, 400);
+      await admin('POST', `/admin/sales/${none}/${action}`, path, 404);
+      const big = { method: 'POST' as const, url: `/admin/sales/${sale}/${action}`, headers: bearer(token) };
+      expect(await ops.inject({ ...big, payload: 'x'.repeat(17 * 1024) }), 'POST', path, 413);
+      const ended = await afterWindow.inject({
+        method: 'POST',
+        url: `/admin/sales/${sale}/${action}`,
+        headers: bearer(token),
+      });
+      expect(ended, 'POST', path, 410);
+    }
+    await admin('POST', `/admin/sales/${sale}/pause`, '/admin/sales/{sale_id}/pause', 200);
+    const paused = await buyer('POST', `/purchase?code=${code}`, '/purchase', 503);
+    assert.equal(json<{ error: { code: string } }>(paused).error.code, 'SALE_PAUSED');
+    await admin('POST', `/admin/sales/${sale}/resume`, '/admin/sales/{sale_id}/resume', 200);
+    await admin('POST', `/admin/sales/${sale}/end`, '/admin/sales/{sale_id}/end', 200);
+    await buyer('POST', `/checkout?id=${item(52)}`, '/checkout', 410);
   });
 
   it('every documented answer was provoked above or is excused with why', () => {

@@ -3,6 +3,8 @@ import { Type } from 'typebox';
 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
+import { saleOpen } from '../admin/state.js';
+import { buyer } from '../auth/buyer.js';
 import type { Ids } from '../sale/ids.js';
 import { responses, USER_ID, USER_ID_RULE } from '../http/schemas.js';
 import type { Checkout } from './checkout.js';
@@ -13,7 +15,9 @@ export function checkoutRoutes(
 ) {
   app.withTypeProvider<TypeBoxTypeProvider>().post('/checkout', {
     config: { name: 'checkout' },
-    preHandler: deps.admission, // the waiting room's ticket check, when it is on
+    preValidation: buyer, // AUTH=jwt: the token's sub is the user
+    // The operator's kill switch, then the waiting room's ticket check when it is on.
+    preHandler: deps.admission ? [saleOpen, deps.admission] : saleOpen,
     schema: {
       summary: 'Get the code to buy an item (the same code on every checkout of that user and item)',
       querystring: Type.Object({
@@ -44,6 +48,10 @@ export function checkoutRoutes(
           USER_LIMIT_REACHED: 'the user already holds `USER_LIMIT` items of this sale',
           RATE_LIMITED: 'too many checkouts from this user or this client address',
           UNAVAILABLE: 'Redis or PostgreSQL is unavailable, or the sale state is being rebuilt',
+          UNAUTHENTICATED: 'with `AUTH=jwt`: no bearer token, or one that does not verify',
+          FORBIDDEN: "with `AUTH=jwt`: `user_id` is not the token's `sub`",
+          SALE_PAUSED: 'an operator paused the sale',
+          SALE_ENDED: 'an operator ended the sale early',
         },
       ),
     },

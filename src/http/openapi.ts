@@ -35,6 +35,15 @@ const components = {
     },
     NotFound: { description: '`NOT_FOUND`: no route has this path', content: json(errorBody(['NOT_FOUND'])) },
   },
+  // docs/security.md: who may call what.
+  securitySchemes: {
+    adminToken: {
+      type: 'http' as const,
+      scheme: 'bearer',
+      description:
+        'An operator token listed in `ADMIN_TOKENS`, or (with `AUTH=jwt`) a JWT of the identity provider whose `roles` or `scope` holds `AUTH_ADMIN_ROLE`',
+    },
+  },
 };
 
 /** The document shows query parameters as what a client may send, not how they are validated. */

@@ -34,6 +34,13 @@ export function errorBody(codes: readonly ErrorCode[]) {
 export const retryAfter = {
   'retry-after': { type: 'integer', minimum: 1, description: 'seconds to wait before retrying' },
 };
+/** RFC 6750's challenge on every 401 (src/auth, src/admin). */
+export const challenge = {
+  'www-authenticate': {
+    type: 'string',
+    description: 'the Bearer challenge: `Bearer realm="…"`, with `error="invalid_token"` when a token was sent',
+  },
+};
 
 /** Answers any route gives, whatever it does: added to each route's own. */
 const everyRoute: Partial<Record<ErrorCode, string>> = {
@@ -63,6 +70,7 @@ export function responses<T extends Record<number, unknown>>(
     result[status] = {
       description: codes.map((code) => `\`${code}\`: ${reasons.get(code)!.join('; or ')}`).join('\n\n'),
       ...(status === 429 || status === 503 ? { headers: retryAfter } : {}),
+      ...(status === 401 ? { headers: challenge } : {}),
       ...errorBody(codes),
     };
   }

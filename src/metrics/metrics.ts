@@ -30,6 +30,10 @@ export const CHECKOUT_FAILURE_REASONS = [
   'PAYLOAD_TOO_LARGE',
   'UNAVAILABLE',
   'INTERNAL',
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'SALE_PAUSED',
+  'SALE_ENDED',
 ] as const satisfies readonly ErrorCode[];
 export const PURCHASE_FAILURE_REASONS = [
   'INVALID_REQUEST',
@@ -43,7 +47,30 @@ export const PURCHASE_FAILURE_REASONS = [
   'PAYLOAD_TOO_LARGE',
   'UNAVAILABLE',
   'INTERNAL',
+  'UNAUTHENTICATED',
+  'SALE_PAUSED',
 ] as const satisfies readonly ErrorCode[];
+
+/** Why a buyer's request was refused by AUTH=jwt (src/auth): a fixed set, never the library's text. */
+export const AUTH_REJECTION_REASONS = [
+  'missing', // no Authorization: Bearer header
+  'malformed', // not a compact JWS, or unreadable
+  'algorithm', // alg outside AUTH_ALGORITHMS ("none", HS256 ...)
+  'signature', // no key of ours signed it, or it was altered
+  'unknown_key', // its kid is not in the key set, even after a refetch
+  'expired',
+  'not_yet_valid',
+  'issuer',
+  'audience',
+  'claims', // sub or exp missing, or another claim invalid
+  'subject', // sub is not a valid user id
+  'user_mismatch', // user_id sent and not the token's sub (403)
+  'keys_unavailable', // no key set could be fetched (503)
+] as const;
+export type AuthRejection = (typeof AUTH_REJECTION_REASONS)[number];
+/** Operator API requests (src/admin), by action and result: both fixed sets. */
+export const ADMIN_ACTIONS = ['list', 'sale', 'user', 'pause', 'resume', 'end'] as const;
+export const ADMIN_RESULTS = ['ok', 'unauthenticated', 'forbidden', 'refused', 'error'] as const;
 
 /**
  * prom-client hashes a label object on every observation (measured: most of the
@@ -214,6 +241,16 @@ export function createMetrics() {
     DB_QUERY_BUCKETS,
   );
 
+  // Verified buyers and the operator API (src/auth, src/admin).
+  const authRejections = counter('auth_rejections_total', 'Buyer requests refused by token verification, by why', [
+    'reason',
+  ]);
+  for (const reason of AUTH_REJECTION_REASONS) authRejections.inc({ reason }, 0);
+  const adminRequests = counter('admin_requests_total', 'Operator API requests, by action and result', [
+    'action',
+    'result',
+  ]);
+
   gauge('nodejs_heap_size_limit_bytes', 'The V8 heap size limit, for a memory-usage ratio', (g) =>
     g.set(getHeapStatistics().heap_size_limit),
   );
@@ -253,6 +290,8 @@ export function createMetrics() {
     reconcileRuns,
     reconcileLastRun,
     saleCreation,
+    authRejections,
+    adminRequests,
   };
 }
 

@@ -4,6 +4,8 @@ import { Type } from 'typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
 import { responses } from '../http/schemas.js';
+import { saleOpen } from '../admin/state.js';
+import { buyer } from '../auth/buyer.js';
 import type { Ids } from '../sale/ids.js';
 import type { Purchase } from './purchase.js';
 
@@ -13,7 +15,9 @@ export function purchaseRoutes(
 ) {
   app.withTypeProvider<TypeBoxTypeProvider>().post('/purchase', {
     config: { name: 'purchase' },
-    preHandler: deps.admission, // the waiting room's ticket check, when it is on
+    preValidation: buyer, // AUTH=jwt: a verified buyer (the code names whose purchase it is)
+    // The operator's kill switch, then the waiting room's ticket check when it is on.
+    preHandler: deps.admission ? [saleOpen, deps.admission] : saleOpen,
     schema: {
       summary: 'Buy the item a checkout code names; repeating it replays the same answer',
       querystring: Type.Object({
@@ -41,7 +45,10 @@ export function purchaseRoutes(
           CODE_NOT_FOUND: 'no checkout issued this code',
           ITEM_SOLD: 'the item was sold to someone else',
           USER_LIMIT_REACHED: 'the user already bought `USER_LIMIT` items of this sale',
-          SALE_ENDED: "the code's sale has ended and the code bought nothing",
+          SALE_ENDED:
+            "the code's sale has ended (its window passed, or an operator ended it) and the code bought nothing",
+          UNAUTHENTICATED: 'with `AUTH=jwt`: no bearer token, or one that does not verify',
+          SALE_PAUSED: 'an operator paused the sale and this code has not bought',
           RATE_LIMITED: 'too many purchases with this code or from this client address',
           UNAVAILABLE:
             'Redis or PostgreSQL is unavailable, the sale state is being rebuilt, or another purchase with this code is still in progress',
