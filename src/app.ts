@@ -14,6 +14,7 @@ import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
 import { attemptsTable } from './db/attempts.js';
 import { createDb } from './db/db.js';
+import { partitionsTable } from './db/partitions.js';
 import { purchasesTable } from './db/purchases.js';
 import { salesTables } from './db/sales.js';
 import { AppError } from './errors.js';
@@ -38,6 +39,7 @@ import { createRedis } from './redis/redis.js';
 import { createIds } from './sale/ids.js';
 import { saleRoutes } from './sale/routes.js';
 import { createReconciler } from './sale/reconciler.js';
+import { createRetention } from './retention/retention.js';
 import { createSales } from './sale/sales.js';
 
 export interface AppOptions {
@@ -75,6 +77,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     sales: salesTables(db),
     purchases: purchasesTable(db, config.DEPENDENCY_TIMEOUT_MS),
     attempts: attemptsTable(db, config.DEPENDENCY_TIMEOUT_MS),
+    partitions: partitionsTable(db, config.DATABASE_URL),
   };
   const redisOutage = outageLogger(log, 'Redis', describeUrl(config.REDIS_URL));
   const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));
@@ -86,6 +89,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const checkout = createCheckout({ ...infra, sales });
   const purchase = createPurchase({ ...infra, sales });
   const reconciler = createReconciler(infra);
+  const retention = createRetention(infra);
 
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger, // pino's Logger is wider than Fastify's logger type
@@ -174,6 +178,9 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     await tick();
     every(sales.tickIntervalMs, tick);
     every(config.RECONCILE_INTERVAL_MS, reconciler.run);
+    every(retention.intervalMs, () =>
+      retention.run().catch((err: unknown) => log.warn({ err }, 'retention pass failed; retrying next interval')),
+    );
   });
   app.addHook('onClose', async () => {
     running = false;
@@ -183,7 +190,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     await db.close();
   });
 
-  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler });
+  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler, retention });
   return app;
 }
 
@@ -199,6 +206,7 @@ export interface Deps extends Infra {
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;
   reconciler: ReturnType<typeof createReconciler>;
+  retention: ReturnType<typeof createRetention>;
 }
 
 /**

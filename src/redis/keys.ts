@@ -22,3 +22,6 @@ export function saleKeys(prefix: string, saleId: string) {
 }
 
 export type SaleKeys = ReturnType<typeof saleKeys>;
+
+/** The fleet-wide lock of a retention pass (src/retention/), outside any sale. */
+export const retentionLockKey = (prefix: string) => `${prefix}:lock:retention`;

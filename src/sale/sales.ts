@@ -24,6 +24,9 @@ export function createSales(deps: Infra) {
 
   async function create(sale: SaleWindow): Promise<void> {
     const end = metrics.saleCreation.startTimer();
+    // Its attempts partition first, by every instance (idempotent): a sale
+    // whose creator died before creating it still gets one.
+    await data.partitions.ensure(sale.id);
     const itemIds = Array.from({ length: config.SALE_ITEMS }, (_, i) => ids.itemId(sale.id, i));
     const created = await data.sales.create({
       ...sale,
