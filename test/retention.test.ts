@@ -29,7 +29,7 @@ describe('migration 003, on a database of today’s schema with attempts in it',
   const url = `${PG_URL}/${name}`;
   let dir: string;
   after(async () => {
-    await rm(dir, { recursive: true, force: true });
+    if (dir) await rm(dir, { recursive: true, force: true });
     const admin = new pg.Client({ connectionString: `${PG_URL}/postgres` });
     await admin.connect();
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
