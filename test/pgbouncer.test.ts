@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -10,6 +9,7 @@ import pg from 'pg';
 
 import type { App } from '../src/app.js';
 import { auditSale, sweep, type Confirmed } from './audit.js';
+import { freePort, waitFor } from './process.js';
 import { testEnv, type TestEnv } from './helpers.js';
 
 const ITEMS = 200;
@@ -18,15 +18,6 @@ const BUYERS = 120;
 const INSTANCES = 4;
 const POOL_PER_INSTANCE = 6;
 const SERVER_CONNECTIONS = 4; // PostgreSQL connections PgBouncer may open: fewer than the 24 the instances ask for
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
 
 /** Starts Debian's pgbouncer in transaction pooling mode in front of the local PostgreSQL. */
 async function startPgBouncer(dir: string): Promise<{ port: number; process: ChildProcess }> {
@@ -55,18 +46,22 @@ max_client_conn = 500
   const child = spawn('pgbouncer', [...asRoot, join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  for (let tries = 0; ; tries++) {
-    const probe = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
-    try {
-      await probe.connect();
-      await probe.end();
-      return { port, process: child };
-    } catch {
-      await probe.end().catch(() => {});
-      if (child.exitCode !== null || tries > 100) throw new Error(`pgbouncer did not start: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 50)); // polling until it accepts connections
-    }
-  }
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  const accepting = () => {
+    const probe = new pg.Client({ connectionString: url });
+    return probe.connect().then(
+      () => probe.end().then(() => true),
+      () =>
+        probe.end().then(
+          () => undefined,
+          () => undefined,
+        ),
+    );
+  };
+  await waitFor('pgbouncer accepting connections', accepting).catch((err: Error) => {
+    throw new Error(`${err.message}; its stderr: ${stderr}`);
+  });
+  return { port, process: child };
 }
 
 describe('POST /checkout and POST /purchase through PgBouncer (transaction pooling), more instances than PostgreSQL connections', () => {
