@@ -204,6 +204,42 @@ export const rows: Row[] = [
   {
     title: 'Database & Cache',
     panels: [
+      // Database growth and attempts retention (src/retention/).
+      {
+        title: 'Database and table sizes',
+        type: 'timeseries',
+        unit: 'bytes',
+        description:
+          'PostgreSQL database size, and each table with its indexes (checkout_attempts sums its partitions). Every instance reports the same database: max, not sum.',
+        targets: [
+          q(`max(db_database_size_bytes{${HTTP}})`, 'database'),
+          q(`max by (table) (db_table_size_bytes{${HTTP}})`, '{{table}}'),
+        ],
+      },
+      {
+        title: 'checkout_attempts partitions and oldest sale age',
+        type: 'timeseries',
+        unit: 'short',
+        description:
+          'Partitions (attached, and retired ones waiting for their archive), and the age of the oldest sale still held, in hours, against ATTEMPTS_RETENTION.',
+        targets: [
+          q(`max(db_attempts_partitions{${HTTP}})`, 'partitions'),
+          q(`max(db_attempts_oldest_partition_age_seconds{${HTTP}}) / 3600`, 'oldest sale (h)'),
+          q(`max(db_attempts_retention_seconds{${HTTP}}) / 3600`, 'retention (h)'),
+        ],
+      },
+      {
+        title: 'Archives and rows retired',
+        type: 'timeseries',
+        unit: 'short',
+        description:
+          'Archive runs by outcome (a failure keeps the partition), bytes of archives written and rows archived and dropped, per hour.',
+        targets: [
+          q(`sum by (outcome) (increase(attempts_archive_runs_total{${HTTP}}[1h]))`, 'archives {{outcome}}'),
+          q(`sum(increase(attempts_archive_bytes_total{${HTTP}}[1h]))`, 'bytes archived'),
+          q(`sum(increase(attempts_rows_retired_total{${HTTP}}[1h]))`, 'rows retired'),
+        ],
+      },
       {
         title: 'Query latency P95 by query and table',
         type: 'timeseries',

@@ -13,6 +13,7 @@ import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
 import { attemptsTable } from './db/attempts.js';
 import { createDb } from './db/db.js';
+import { partitionsTable } from './db/partitions.js';
 import { purchasesTable } from './db/purchases.js';
 import { salesTables } from './db/sales.js';
 import { healthRoutes } from './health/routes.js';
@@ -30,6 +31,7 @@ import { redisOutageLogger, redisReady } from './redis/startup.js';
 import { createIds } from './sale/ids.js';
 import { saleRoutes } from './sale/routes.js';
 import { createReconciler } from './sale/reconciler.js';
+import { createRetention } from './retention/retention.js';
 import { createSales } from './sale/sales.js';
 import { createScheduler } from './scheduler.js';
 
@@ -47,6 +49,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     sales: salesTables(db),
     purchases: purchasesTable(db, config.DEPENDENCY_TIMEOUT_MS),
     attempts: attemptsTable(db, config.DEPENDENCY_TIMEOUT_MS),
+    partitions: partitionsTable(db, config.DATABASE_URL),
   };
   const redisOutage = redisOutageLogger(log, config);
   const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));
@@ -58,6 +61,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const checkout = createCheckout({ ...infra, sales });
   const purchase = createPurchase({ ...infra, sales });
   const reconciler = createReconciler(infra);
+  const retention = createRetention(infra);
   const queue = config.WAITING_ROOM === 'on' ? createQueue(infra) : undefined;
 
   const { app, inFlight, addMethodNotAllowed } = await createHttp({ config, log, metrics });
@@ -74,7 +78,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   await app.after();
   addMethodNotAllowed();
 
-  const scheduler = createScheduler({ config, log, sales, reconciler });
+  const scheduler = createScheduler({ config, log, sales, reconciler, retention });
   app.addHook('onReady', async () => {
     await redisReady(redis, config, log);
     await scheduler.start();
@@ -86,7 +90,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     await db.close();
   });
 
-  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler, queue });
+  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler, retention, queue });
   return app;
 }
 
@@ -102,6 +106,7 @@ export interface Deps extends Infra {
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;
   reconciler: ReturnType<typeof createReconciler>;
+  retention: ReturnType<typeof createRetention>;
   /** The waiting room, when WAITING_ROOM=on. */
   queue: ReturnType<typeof createQueue> | undefined;
 }

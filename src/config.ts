@@ -117,6 +117,16 @@ const adminTokens: Parser<{ id: string; hash: Buffer }[]> = (raw, name) =>
     return { id: `token:${hash.toString('hex').slice(0, 8)}`, hash };
   });
 
+const DURATION_UNITS_MS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 } as const;
+
+/** A duration such as 30d, 12h, 90m or 45s, in milliseconds; a bare 0 is 0 (off). */
+const duration: Parser<number> = (raw, name) => {
+  if (raw === '0') return 0;
+  const match = /^(\d{1,9})([dhms])$/.exec(raw);
+  if (!match) throw new ConfigError(`${name} must be a duration like 30d, 12h, 90m or 45s (or 0), got "${raw}"`);
+  return Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS];
+};
+
 const schema = {
   PORT: { parse: integer(0, 65535), default: '8080' },
   HOST: { parse: (raw: string) => raw, default: '0.0.0.0' },
@@ -186,6 +196,15 @@ const schema = {
   ADMIN_TOKENS: { parse: optional(adminTokens), default: '' },
   /** How often each instance reads the sales' paused/ended state from PostgreSQL. */
   SALE_STATE_REFRESH_MS: { parse: integer(50, 500), default: '250' },
+  /** Migrations' connection: a direct one when DATABASE_URL goes through PgBouncer (empty: DATABASE_URL). */
+  DATABASE_MIGRATION_URL: {
+    parse: (raw: string, name: string) => (raw === '' ? '' : url(['postgres:', 'postgresql:'])(raw, name)),
+    default: '',
+  },
+  /** How long after its sale ends a checkout_attempts partition is archived and dropped (0 keeps all). */
+  ATTEMPTS_RETENTION: { parse: duration, default: '0' },
+  /** Where retired partitions are archived (CSV.gz plus a manifest each). */
+  ARCHIVE_DIR: { parse: (raw: string) => raw, default: 'archive' },
 } as const;
 
 type Schema = typeof schema;

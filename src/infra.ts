@@ -8,6 +8,7 @@ import type { Clock } from './clock.js';
 import type { Config } from './config.js';
 import type { Attempts } from './db/attempts.js';
 import type { Db } from './db/db.js';
+import type { Partitions } from './db/partitions.js';
 import type { Purchases } from './db/purchases.js';
 import type { SalesTables } from './db/sales.js';
 import type { Metrics } from './metrics/metrics.js';
@@ -20,6 +21,7 @@ export interface Data {
   sales: SalesTables;
   purchases: Purchases;
   attempts: Attempts;
+  partitions: Partitions;
 }
 
 export interface Infra {

@@ -1,6 +1,6 @@
 /**
- * Background work: the sale scheduler (prepares the next sale ahead of time)
- * and the reconciler. Each reschedules itself after it finishes, so a slow
+ * Background work: the sale scheduler (prepares the next sale ahead of time),
+ * the reconciler, and the retention of old attempts partitions. Each reschedules itself after it finishes, so a slow
  * pass never overlaps the next.
  */
 import type { Logger } from 'pino';
@@ -13,8 +13,9 @@ export function createScheduler(deps: {
   log: Logger;
   sales: Pick<Sales, 'tick' | 'tickIntervalMs'>;
   reconciler: { run(): Promise<unknown> };
+  retention: { run(): Promise<unknown>; intervalMs: number };
 }) {
-  const { config, log, sales, reconciler } = deps;
+  const { config, log, sales, reconciler, retention } = deps;
   const timers = new Set<NodeJS.Timeout>();
   let running = true;
   const every = (ms: number, work: () => Promise<unknown>) => {
@@ -32,6 +33,9 @@ export function createScheduler(deps: {
       await tick();
       every(sales.tickIntervalMs, tick);
       every(config.RECONCILE_INTERVAL_MS, reconciler.run);
+      every(retention.intervalMs, () =>
+        retention.run().catch((err: unknown) => log.warn({ err }, 'retention pass failed; retrying next interval')),
+      );
     },
     stop() {
       running = false;

@@ -16,7 +16,9 @@ import { migrate, MigrationChanged } from './db/migrate.js';
 async function migrateWhenReachable(config: Config, log: pino.Logger) {
   for (let attempt = 1; ; attempt++) {
     try {
-      const applied = await migrate(config.DATABASE_URL);
+      // Session advisory locks (the migration lock) do not survive PgBouncer's
+      // transaction pooling: migrations may take a direct connection.
+      const applied = await migrate(config.DATABASE_MIGRATION_URL || config.DATABASE_URL);
       if (applied.length > 0) log.info({ applied }, 'database migrated');
       return;
     } catch (err) {

@@ -35,6 +35,9 @@ describe('configuration', () => {
     ['TRUST_PROXY', 'true'],
     ['TRUST_PROXY', '1'],
     ['TRUST_PROXY', '10.0.0.300'],
+    ['ATTEMPTS_RETENTION', '30'],
+    ['ATTEMPTS_RETENTION', '1w'],
+    ['DATABASE_MIGRATION_URL', 'mysql://x'],
   ] as const) {
     it(`a bad ${name} ("${value}") stops start-up with one line naming it`, () => {
       assert.throws(
@@ -53,4 +56,16 @@ describe('configuration', () => {
       assert.equal(run.stdout, '');
     });
   }
+
+  it('ATTEMPTS_RETENTION takes 30d, 12h, 90m, 45s or 0 (keep everything, the default)', () => {
+    const ms = (v: string) => loadConfig({ ATTEMPTS_RETENTION: v }).ATTEMPTS_RETENTION;
+    assert.equal(loadConfig({}).ATTEMPTS_RETENTION, 0);
+    assert.deepEqual(['30d', '12h', '90m', '45s', '0'].map(ms), [
+      30 * 86_400_000,
+      12 * 3_600_000,
+      90 * 60_000,
+      45_000,
+      0,
+    ]);
+  });
 });

@@ -9,7 +9,7 @@ import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
 import { children, type Metrics } from '../metrics/metrics.js';
 
-export type QueryType = 'select' | 'insert';
+export type QueryType = 'select' | 'insert' | 'ddl';
 
 export function createDb(config: Config, metrics: Metrics) {
   const pool = new pg.Pool({

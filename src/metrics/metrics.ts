@@ -104,6 +104,11 @@ const STATE_GAUGES = {
   db_connections_max: 'Configured size of the database pool',
   redis_up: 'Whether Redis answered a PING during this scrape (1) or not (0)',
   http_requests_in_flight: 'Requests being served right now',
+  // Database growth and retention (src/retention/retention.ts produces them).
+  db_database_size_bytes: 'Size of the PostgreSQL database on disk',
+  db_attempts_partitions: 'Partitions of checkout_attempts, attached or retired and waiting for their archive',
+  db_attempts_oldest_partition_age_seconds: 'Time since the start of the oldest sale still held in checkout_attempts',
+  db_attempts_retention_seconds: 'ATTEMPTS_RETENTION in seconds (0: attempts are kept for ever)',
 } as const;
 export type StateGauge = keyof typeof STATE_GAUGES;
 
@@ -250,6 +255,21 @@ export function createMetrics() {
     'action',
     'result',
   ]);
+  // Database growth and retention. The per-table sizes are read by the same
+  // producer as db_database_size_bytes, once per scrape for both.
+  const dbTableSize = new Gauge({
+    name: 'db_table_size_bytes',
+    help: 'Size of each table with its indexes (partitions summed into their parent)',
+    labelNames: ['table'],
+    registers: [registry],
+    async collect() {
+      await producers.get('db_database_size_bytes')?.();
+    },
+  });
+  const archiveRuns = counter('attempts_archive_runs_total', 'Retired partitions archived, by outcome', ['outcome']);
+  for (const outcome of ['ok', 'failed']) archiveRuns.inc({ outcome }, 0);
+  const archiveBytes = counter('attempts_archive_bytes_total', 'Bytes of compressed archives written');
+  const rowsRetired = counter('attempts_rows_retired_total', 'checkout_attempts rows archived and dropped');
 
   gauge('nodejs_heap_size_limit_bytes', 'The V8 heap size limit, for a memory-usage ratio', (g) =>
     g.set(getHeapStatistics().heap_size_limit),
@@ -292,6 +312,10 @@ export function createMetrics() {
     saleCreation,
     authRejections,
     adminRequests,
+    dbTableSize,
+    archiveRuns,
+    archiveBytes,
+    rowsRetired,
   };
 }
 

@@ -39,3 +39,5 @@ export function queueKeys(prefix: string, saleId: string) {
 }
 
 export type QueueKeys = ReturnType<typeof queueKeys>;
+/** The fleet-wide lock of a retention pass (src/retention/), outside any sale. */
+export const retentionLockKey = (prefix: string) => `${prefix}:lock:retention`;

@@ -8,7 +8,7 @@ import { children, type Metrics } from '../metrics/metrics.js';
 import { randomHex } from '../random.js';
 import type { Redis } from './redis.js';
 
-export type LockType = 'purchase' | 'rebuild' | 'reconcile';
+export type LockType = 'purchase' | 'rebuild' | 'reconcile' | 'retention';
 
 /** How long a purchase lock lives if its owner dies before releasing it. */
 export const PURCHASE_LOCK_TTL_MS = 3000;

@@ -24,6 +24,12 @@ export function createSales(deps: Infra) {
 
   async function create(sale: SaleWindow): Promise<void> {
     const end = metrics.saleCreation.startTimer();
+    // Its attempts partition first, by every instance (idempotent): a sale
+    // whose creator died before creating it still gets one. A failure must not
+    // stop the sale: its attempts land in the DEFAULT partition meanwhile.
+    await data.partitions
+      .ensure(sale.id)
+      .catch((err: unknown) => log.warn({ err, sale: sale.id }, 'could not create the attempts partition'));
     const itemIds = Array.from({ length: config.SALE_ITEMS }, (_, i) => ids.itemId(sale.id, i));
     const created = await data.sales.create({
       ...sale,

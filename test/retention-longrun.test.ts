@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { createGunzip } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+
+import type { App } from '../src/app.js';
+import { verifyArchive, type Manifest } from '../src/retention/archive.js';
+import { testEnv, type TestEnv } from './helpers.js';
+
+const SALE_SECONDS = 2;
+const SALES = 40;
+const RETENTION_SECONDS = 6; // three sales
+const LOOPS = 2;
+
+const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.99)] ?? 0;
+
+async function csvRows(file: string): Promise<number> {
+  let lines = -1; // the header
+  const input = createInterface({ input: createReadStream(file).pipe(createGunzip()) });
+  input.on('line', () => lines++);
+  await new Promise((resolve) => input.once('close', resolve));
+  return lines;
+}
+
+describe('POST /checkout over 40 short sales in a row with ATTEMPTS_RETENTION of three sales', () => {
+  let env: TestEnv;
+  let dir: string;
+  let app: App;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fs-longrun-'));
+    env = await testEnv({
+      SALE_DURATION: String(SALE_SECONDS),
+      SALE_ITEMS: '50',
+      ATTEMPTS_RETENTION: `${RETENTION_SECONDS}s`,
+      ARCHIVE_DIR: dir,
+      RATE_LIMIT_USER_PER_SEC: '0',
+      RATE_LIMIT_IP_PER_SEC: '0',
+    });
+    app = await env.app();
+  });
+  after(async () => {
+    await env.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('keeps partitions and bytes bounded, archives every retired sale with its count, and loses no attempt', async () => {
+    const { ids, data } = app.deps;
+    const end = Date.now() + SALES * SALE_SECONDS * 1000;
+    let written = 0;
+    const statuses = new Map<number, number>();
+    const latencyBySale = new Map<string, number[]>();
+    const samples: { partitions: number; bytes: number }[] = [];
+
+    const load = async (loop: number) => {
+      for (let n = 0; Date.now() < end; n++) {
+        const sale = ids.windowAt(Date.now()).id;
+        const started = performance.now();
+        const res = await app.inject({
+          method: 'POST',
+          url: `/checkout?user_id=l${loop}u${n % 97}&id=${ids.itemId(sale, n % 50)}`,
+        });
+        const ms = performance.now() - started;
+        written++;
+        statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
+        latencyBySale.set(sale, [...(latencyBySale.get(sale) ?? []), ms]);
+      }
+    };
+    const sample = async () => {
+      while (Date.now() < end) {
+        const [partitions, sizes] = await Promise.all([data.partitions.list(), data.partitions.sizes()]);
+        samples.push({ partitions: partitions.length, bytes: sizes.tables.checkout_attempts! });
+        await new Promise((r) => setTimeout(r, SALE_SECONDS * 1000)); // one sample per sale, not a wait on a condition
+      }
+    };
+    await Promise.all([...Array.from({ length: LOOPS }, (_, i) => load(i)), sample()]);
+
+    // Every validated attempt is written; none may have failed to be.
+    assert.deepEqual(
+      [...statuses.keys()].filter((s) => ![200, 404, 409].includes(s)),
+      [],
+      `unexpected answers: ${JSON.stringify([...statuses])}`,
+    );
+    await app.deps.retention.run(); // whatever the last interval has not retired yet
+
+    const manifests: Manifest[] = [];
+    for (const f of (await readdir(dir)).filter((f) => f.endsWith('.manifest.json'))) {
+      manifests.push(JSON.parse(await readFile(join(dir, f), 'utf8')) as Manifest);
+    }
+    for (const m of manifests) {
+      await verifyArchive(join(dir, m.file));
+      assert.equal(await csvRows(join(dir, m.file)), m.rows, `${m.file} does not hold its manifest's rows`);
+    }
+    const live = await env.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM checkout_attempts');
+    const archived = manifests.reduce((sum, m) => sum + m.rows, 0);
+    assert.equal(archived + live.rows[0]!.n, written, 'archived + live differs from the attempts written');
+    const cutoff = Date.now() - RETENTION_SECONDS * 1000;
+    const expired = (await env.pg.query<{ id: string }>('SELECT id FROM sales WHERE ends_at <= $1', [new Date(cutoff)]))
+      .rows;
+    const archivedSales = new Set(manifests.flatMap((m) => m.sales));
+    assert.deepEqual(
+      expired.filter((s) => !archivedSales.has(s.id)),
+      [],
+      'an expired sale has no archive',
+    );
+    assert.ok(manifests.length >= SALES - 6, `only ${manifests.length} archives for ${SALES} sales`);
+
+    // Bounded: at most the retained sales, the current and the next, plus one pass of lag.
+    const maxPartitions = Math.max(...samples.map((s) => s.partitions));
+    assert.ok(maxPartitions <= RETENTION_SECONDS / SALE_SECONDS + 4, `${maxPartitions} partitions at once`);
+    const third = Math.floor(samples.length / 3);
+    const early = Math.max(...samples.slice(3, third).map((s) => s.bytes));
+    const late = Math.max(...samples.slice(2 * third).map((s) => s.bytes));
+    assert.ok(late <= early * 2, `checkout_attempts grew from ${early} to ${late} bytes`);
+
+    // The hot path's reads touch the sale's partition only, however many sales lie behind it.
+    const plan = await env.pg.query<{ 'QUERY PLAN': string }>(
+      "EXPLAIN SELECT user_id, item_id FROM checkout_attempts WHERE sale_id = $1 AND code = 'x' LIMIT 1",
+      [ids.windowAt(Date.now()).id],
+    );
+    const scanned = plan.rows.map((r) => r['QUERY PLAN']).filter((l) => / on checkout_attempts_/.test(l));
+    assert.equal(scanned.length, 1, plan.rows.map((r) => r['QUERY PLAN']).join('\n'));
+
+    const windows = [...latencyBySale.values()].filter((xs) => xs.length > 20);
+    const firstP99 = p99(windows.slice(1, 11).flat());
+    const lastP99 = p99(windows.slice(-11, -1).flat());
+    console.log(
+      `long run: ${written} attempts over ${latencyBySale.size} sales, ${manifests.length} archives ` +
+        `(${archived} rows), max ${maxPartitions} partitions, checkout_attempts ${early} → ${late} bytes; ` +
+        `checkout p99 ${firstP99.toFixed(1)} ms in sales 2-11, ${lastP99.toFixed(1)} ms in the last ten ` +
+        '(shared, busy machine; printed, not asserted)',
+    );
+  });
+});
