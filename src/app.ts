@@ -17,6 +17,7 @@ import { createDb } from './db/db.js';
 import { purchasesTable } from './db/purchases.js';
 import { salesTables } from './db/sales.js';
 import { AppError } from './errors.js';
+import { eventRoutes } from './events/routes.js';
 import { healthRoutes } from './health/routes.js';
 import {
   clientErrorHandler,
@@ -137,6 +138,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   saleRoutes(app, { ids, sales });
   healthRoutes(app, { db, redis, inFlight: requests.inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
   metricsRoutes(app, metrics);
+  eventRoutes(app, { ...infra, sales });
 
   await app.after();
   for (const [url, registered] of [...allowed]) {

@@ -73,6 +73,7 @@ const STATE_GAUGES = {
   db_connections_max: 'Configured size of the database pool',
   redis_up: 'Whether Redis answered a PING during this scrape (1) or not (0)',
   http_requests_in_flight: 'Requests being served right now',
+  sse_clients: 'Live event streams open on this instance (GET /sales/active/events)',
 } as const;
 export type StateGauge = keyof typeof STATE_GAUGES;
 
@@ -210,6 +211,16 @@ export function createMetrics() {
     DB_QUERY_BUCKETS,
   );
 
+  // Live event streams (src/events): one broadcaster per instance.
+  const sseEventsSent = counter('sse_events_sent_total', 'Events written to stream clients, by event', ['event']);
+  const sseClientsDropped = counter('sse_clients_dropped_total', 'Streams ended by the service, by why', ['reason']);
+  const sseBroadcastLag = histogram(
+    'sse_broadcast_lag_seconds',
+    "From the start of the broadcaster's read to its event written to every client",
+    [],
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+  );
+
   gauge('nodejs_heap_size_limit_bytes', 'The V8 heap size limit, for a memory-usage ratio', (g) =>
     g.set(getHeapStatistics().heap_size_limit),
   );
@@ -249,6 +260,9 @@ export function createMetrics() {
     reconcileRuns,
     reconcileLastRun,
     saleCreation,
+    sseEventsSent,
+    sseClientsDropped,
+    sseBroadcastLag,
   };
 }
 
