@@ -1,6 +1,7 @@
 // Installs the Debian tools a command drives, when they are missing and we
 // can (root): the tests use real Prometheus, promtool, Alertmanager, amtool
-// and their own redis-server (`node scripts/install-tools.mjs test`); the bench uses wrk
+// their own redis-server, and Debian's chromium for the storefront's browser
+// tests (`node scripts/install-tools.mjs test`); the bench uses wrk
 // (`node scripts/install-tools.mjs bench`).
 import { execSync } from 'node:child_process';
 
@@ -11,6 +12,7 @@ const needs = {
     amtool: 'prometheus-alertmanager',
     'prometheus-alertmanager': 'prometheus-alertmanager',
     'redis-server': 'redis-server',
+    chromium: 'chromium', // the storefront's browser tests (test/web.test.ts), driven by playwright-core
   },
   bench: { wrk: 'wrk' },
 };

@@ -40,6 +40,7 @@ import { createIds } from './sale/ids.js';
 import { saleRoutes } from './sale/routes.js';
 import { createReconciler } from './sale/reconciler.js';
 import { createSales } from './sale/sales.js';
+import { webRoutes } from './web/routes.js';
 
 export interface AppOptions {
   config: Config;
@@ -139,6 +140,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   healthRoutes(app, { db, redis, inFlight: requests.inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
   metricsRoutes(app, metrics);
   eventRoutes(app, { ...infra, sales });
+  await webRoutes(app);
 
   await app.after();
   for (const [url, registered] of [...allowed]) {
