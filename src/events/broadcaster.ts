@@ -212,7 +212,13 @@ export function createBroadcaster(deps: Deps) {
       closing = true;
       clearTimeout(timer);
       const bye = frame('closing', { reason: 'shutdown' });
-      for (const client of clients) if (write(client, bye)) drop(client, 'shutdown');
+      let sent = 0;
+      for (const client of clients) {
+        if (!write(client, bye)) continue;
+        sent++;
+        drop(client, 'shutdown');
+      }
+      metrics.sseEventsSent.inc({ event: 'closing' }, sent);
     },
   };
 }

@@ -220,6 +220,8 @@ export function createMetrics() {
     [],
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
   );
+  for (const event of ['sale', 'sold', 'sold_out', 'rotated', 'closing']) sseEventsSent.inc({ event }, 0);
+  for (const reason of ['slow_client', 'shutdown']) sseClientsDropped.inc({ reason }, 0);
 
   gauge('nodejs_heap_size_limit_bytes', 'The V8 heap size limit, for a memory-usage ratio', (g) =>
     g.set(getHeapStatistics().heap_size_limit),
