@@ -110,7 +110,8 @@ describe('GET /sales/active/events', () => {
   });
 
   it('beyond MAX_STREAMS answers 503 UNAVAILABLE with Retry-After, and streams do not count against MAX_IN_FLIGHT', async () => {
-    while ((await metric(app, 'sse_clients')) < 30) await open();
+    for (let i = 0; i < 30 && (await metric(app, 'sse_clients')) < 30; i++) await open();
+    assert.equal(await metric(app, 'sse_clients'), 30);
     const refused = await openStream(port);
     assert.equal(refused.status, 503);
     assert.equal(refused.headers['retry-after'], '1');
