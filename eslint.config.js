@@ -6,6 +6,7 @@ export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'monitoring/grafana/dashboards/'] },
   js.configs.recommended,
   { languageOptions: { globals: globals.node } },
+  { files: ['src/web/page/**'], languageOptions: { globals: globals.browser } },
   ...tseslint.configs.strict,
   {
     rules: {

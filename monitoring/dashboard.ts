@@ -336,6 +336,39 @@ export const rows: Row[] = [
           q(`time() - max(sale_reconcile_last_run_timestamp_seconds{${HTTP}})`, 'since the last pass', 's'),
         ],
       },
+      {
+        title: 'Live event streams',
+        type: 'timeseries',
+        unit: 'short',
+        description:
+          'Streams open on GET /sales/active/events (all instances, each capped by MAX_STREAMS), events written to them per second, and streams the service ended: too slow to read (slow_client) or a drain (shutdown).',
+        targets: [
+          q(`sum(sse_clients{${HTTP}})`, 'streams open'),
+          q(`sum(rate(sse_events_sent_total{${HTTP}}[$__rate_interval]))`, 'events/s', 'ops'),
+          q(
+            `sum by (reason) (rate(sse_clients_dropped_total{${HTTP}}[$__rate_interval]))`,
+            'ended/s {{reason}}',
+            'ops',
+          ),
+        ],
+      },
+      {
+        title: 'Live event streams: broadcast lag',
+        type: 'timeseries',
+        unit: 's',
+        description:
+          "From the start of a broadcaster's read of the sale to its event written to every stream, p99 and p50 (one broadcast per STREAM_INTERVAL_MS per instance while streams are open).",
+        targets: [
+          q(
+            `histogram_quantile(0.99, sum by (le) (rate(sse_broadcast_lag_seconds_bucket{${HTTP}}[$__rate_interval])))`,
+            'p99',
+          ),
+          q(
+            `histogram_quantile(0.50, sum by (le) (rate(sse_broadcast_lag_seconds_bucket{${HTTP}}[$__rate_interval])))`,
+            'p50',
+          ),
+        ],
+      },
     ],
   },
   {

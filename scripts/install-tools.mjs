@@ -1,6 +1,7 @@
 // Installs the Debian tools a command drives, when they are missing and we
 // can (root): the tests use real Prometheus, promtool, Alertmanager, amtool
-// their own redis-server and PgBouncer (`node scripts/install-tools.mjs test`); the bench uses wrk
+// their own redis-server, PgBouncer, and Debian's chromium for the storefront's
+// browser tests (`node scripts/install-tools.mjs test`); the bench uses wrk
 // (`node scripts/install-tools.mjs bench`).
 import { execSync } from 'node:child_process';
 
@@ -12,6 +13,7 @@ const needs = {
     'prometheus-alertmanager': 'prometheus-alertmanager',
     'redis-server': 'redis-server',
     pgbouncer: 'pgbouncer',
+    chromium: 'chromium', // the storefront's browser tests (test/web.test.ts), driven by playwright-core
   },
   bench: { wrk: 'wrk' },
 };

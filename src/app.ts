@@ -16,6 +16,7 @@ import { createDb } from './db/db.js';
 import { partitionsTable } from './db/partitions.js';
 import { purchasesTable } from './db/purchases.js';
 import { salesTables } from './db/sales.js';
+import { eventRoutes } from './events/routes.js';
 import { healthRoutes } from './health/routes.js';
 import { createHttp } from './http/http.js';
 import type { Infra } from './infra.js';
@@ -34,6 +35,7 @@ import { createReconciler } from './sale/reconciler.js';
 import { createRetention } from './retention/retention.js';
 import { createSales } from './sale/sales.js';
 import { createScheduler } from './scheduler.js';
+import { webRoutes } from './web/routes.js';
 
 export interface AppOptions {
   config: Config;
@@ -74,6 +76,8 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   saleRoutes(app, { ids, sales });
   healthRoutes(app, { db, redis, inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
   metricsRoutes(app, metrics);
+  eventRoutes(app, { ...infra, sales });
+  await webRoutes(app);
 
   await app.after();
   addMethodNotAllowed();

@@ -205,6 +205,12 @@ const schema = {
   ATTEMPTS_RETENTION: { parse: duration, default: '0' },
   /** Where retired partitions are archived (CSV.gz plus a manifest each). */
   ARCHIVE_DIR: { parse: (raw: string) => raw, default: 'archive' },
+  /** Live event streams (GET /sales/active/events) per instance, apart from MAX_IN_FLIGHT. */
+  MAX_STREAMS: { parse: integer(0, 1_000_000), default: '10000' },
+  /** How often the one broadcaster reads the sale and writes events: at most 4 times a second. */
+  STREAM_INTERVAL_MS: { parse: integer(250, 60_000), default: '250' },
+  /** A comment line on every quiet stream this often, so proxies and clients see it alive. */
+  STREAM_HEARTBEAT_MS: { parse: integer(1000, 300_000), default: '15000' },
 } as const;
 
 type Schema = typeof schema;

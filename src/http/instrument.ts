@@ -27,6 +27,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The `handler` label; also selects the business counters ("checkout", "purchase"). */
     name?: string;
+    /** A long-lived stream (src/events): capped by MAX_STREAMS, not counted in flight. */
+    stream?: boolean;
   }
 }
 
@@ -38,6 +40,7 @@ export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: 
   app.decorateRequest('counted', false);
 
   app.addHook('onRequest', (request, reply, done) => {
+    if (request.routeOptions.config.stream) return done();
     inFlight++;
     reply.raw.once('close', () => {
       inFlight--;

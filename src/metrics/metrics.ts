@@ -109,6 +109,7 @@ const STATE_GAUGES = {
   db_attempts_partitions: 'Partitions of checkout_attempts, attached or retired and waiting for their archive',
   db_attempts_oldest_partition_age_seconds: 'Time since the start of the oldest sale still held in checkout_attempts',
   db_attempts_retention_seconds: 'ATTEMPTS_RETENTION in seconds (0: attempts are kept for ever)',
+  sse_clients: 'Live event streams open on this instance (GET /sales/active/events)',
 } as const;
 export type StateGauge = keyof typeof STATE_GAUGES;
 
@@ -270,6 +271,17 @@ export function createMetrics() {
   for (const outcome of ['ok', 'failed']) archiveRuns.inc({ outcome }, 0);
   const archiveBytes = counter('attempts_archive_bytes_total', 'Bytes of compressed archives written');
   const rowsRetired = counter('attempts_rows_retired_total', 'checkout_attempts rows archived and dropped');
+  // Live event streams (src/events): one broadcaster per instance.
+  const sseEventsSent = counter('sse_events_sent_total', 'Events written to stream clients, by event', ['event']);
+  const sseClientsDropped = counter('sse_clients_dropped_total', 'Streams ended by the service, by why', ['reason']);
+  const sseBroadcastLag = histogram(
+    'sse_broadcast_lag_seconds',
+    "From the start of the broadcaster's read to its event written to every client",
+    [],
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+  );
+  for (const event of ['sale', 'sold', 'sold_out', 'rotated', 'closing']) sseEventsSent.inc({ event }, 0);
+  for (const reason of ['slow_client', 'shutdown']) sseClientsDropped.inc({ reason }, 0);
 
   gauge('nodejs_heap_size_limit_bytes', 'The V8 heap size limit, for a memory-usage ratio', (g) =>
     g.set(getHeapStatistics().heap_size_limit),
@@ -316,6 +328,9 @@ export function createMetrics() {
     archiveRuns,
     archiveBytes,
     rowsRetired,
+    sseEventsSent,
+    sseClientsDropped,
+    sseBroadcastLag,
   };
 }
 

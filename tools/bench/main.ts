@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --duration 15 --connections 64 --workers 2 --rounds 3 --no-write]
+ * npm run bench -- --streams [--watchers 5000]: the live event streams (streams.ts)
  * The same command every time: for each load, a fresh database and a fresh
  * service with a 10,000-item sale, loaded by wrk; a bare node:http server in
  * the same run as the yardstick. The yardstick and the stampede alternate for
@@ -26,6 +27,8 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '2' },
     rounds: { type: 'string', default: '3' },
     'no-write': { type: 'boolean', default: false },
+    streams: { type: 'boolean', default: false },
+    watchers: { type: 'string', default: '5000' },
   },
 });
 const seconds = Number(values.duration);
@@ -150,6 +153,20 @@ function machine() {
     `Memory: ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
     `Node ${process.version}; PostgreSQL ${sh('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-tAc', 'show server_version'])}; Redis ${/redis_version:(\S+)/.exec(sh('redis-cli', ['INFO', 'server']))![1]}; ${spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.split(' [')[0]}`,
   ];
+}
+
+if (values.streams) {
+  const { streamsBench } = await import('./streams.js');
+  await streamsBench({
+    root,
+    freePort,
+    seconds,
+    connections,
+    watchers: Number(values.watchers),
+    write: !values['no-write'],
+    log,
+  });
+  process.exit(0);
 }
 
 const pairs: { hello: WrkResult; stampede: Row }[] = [];

@@ -1,0 +1,164 @@
+/**
+ * npm run bench -- --streams [--watchers 5000 --duration 15]: the stampede on
+ * one instance, alone and then with N live event streams open (watchers.ts,
+ * in its own process), each against a fresh database and service. Prints the
+ * event latency from a purchase to every stream (p50/p99), the service's
+ * memory per stream, and the stampede's rate with watchers as a share of its
+ * rate without, measured in the same run. Results go into docs/PERFORMANCE.md.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+
+import pg from 'pg';
+
+import { cpuSeconds, wrk, type WrkResult } from './measure.js';
+
+const PG = 'postgres://postgres@127.0.0.1:5432';
+/** The stampede picks items below this index; the watchers' probes buy the ones above. */
+const STAMPEDE_ITEMS = 9000;
+
+interface Latency {
+  p50: number;
+  p99: number;
+  max: number;
+  received: number;
+  expected: number;
+  ended: number;
+}
+
+const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function service(root: string, port: number, db: string) {
+  const child = spawn(process.execPath, [`${root}dist/src/server.js`], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      DATABASE_URL: `${PG}/${db}`,
+      REDIS_PREFIX: db,
+      SALE_ITEMS: '10000',
+      LOG_LEVEL: 'warn',
+      MAX_STREAMS: '20000',
+      RATE_LIMIT_USER_PER_SEC: '0',
+      RATE_LIMIT_IP_PER_SEC: '0',
+    },
+    stdio: 'ignore',
+  });
+  const base = `http://127.0.0.1:${port}`;
+  for (
+    let i = 0;
+    !(await fetch(`${base}/health`).then(
+      (r) => r.ok,
+      () => false,
+    ));
+    i++
+  ) {
+    if (i > 1500) throw new Error('the service did not start');
+    await sleep(20);
+  }
+  const sale = ((await (await fetch(`${base}/sales/active`)).json()) as { id: string }).id;
+  return { child, base, sale };
+}
+
+async function dropDb(db: string) {
+  const admin = new pg.Client({ connectionString: `${PG}/postgres` });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await admin.end();
+}
+
+/** One stampede against a fresh service, with `watchers` streams open throughout (0: none). */
+async function run(opts: { root: string; port: number; seconds: number; connections: number; watchers: number }) {
+  const db = `fs_bench_${randomBytes(4).toString('hex')}`;
+  const { child, base, sale } = await service(opts.root, opts.port, db);
+  let watchers: ChildProcess | undefined;
+  try {
+    const rssBefore = rssKb(child.pid!);
+    let perStreamKb = NaN;
+    if (opts.watchers > 0) {
+      watchers = fork(
+        `${opts.root}dist/tools/bench/watchers.js`,
+        [base, sale, String(opts.watchers), String(STAMPEDE_ITEMS)],
+        { stdio: 'ignore' },
+      );
+      await new Promise((ready) => watchers!.once('message', ready));
+      await sleep(1000); // let the service's heap settle after the burst of connections
+      perStreamKb = (rssKb(child.pid!) - rssBefore) / opts.watchers;
+      watchers.send('probe');
+    }
+    const script = `${opts.root}tools/bench/stampede.lua`;
+    // Where the 2 cores went: the service's share, and the watchers' own.
+    const pids = { service: [child.pid!], watchers: watchers ? [watchers.pid!] : [] };
+    const cpu0 = { service: cpuSeconds(pids.service), watchers: cpuSeconds(pids.watchers) };
+    const t0 = Date.now();
+    const result = wrk(base, opts.seconds, opts.connections, script, { SALE: sale, ITEMS: String(STAMPEDE_ITEMS) });
+    const elapsed = (Date.now() - t0) / 1000;
+    const cores = {
+      service: (cpuSeconds(pids.service) - cpu0.service) / elapsed,
+      watchers: (cpuSeconds(pids.watchers) - cpu0.watchers) / elapsed,
+    };
+    let latency: Latency | undefined;
+    if (watchers) {
+      const answer = new Promise<{ result: Latency }>((r) =>
+        watchers!.on('message', (m) => r(m as { result: Latency })),
+      );
+      watchers.send('stop');
+      latency = (await answer).result;
+    }
+    return { result, perStreamKb, latency, cores };
+  } finally {
+    watchers?.kill();
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await dropDb(db);
+  }
+}
+
+export async function streamsBench(opts: {
+  root: string;
+  freePort: () => Promise<number>;
+  seconds: number;
+  connections: number;
+  watchers: number;
+  write: boolean;
+  log: (line: string) => void;
+}) {
+  const { log, watchers } = opts;
+  const common = { root: opts.root, seconds: opts.seconds, connections: opts.connections };
+  const solo = await run({ ...common, port: await opts.freePort(), watchers: 0 });
+  const alone: WrkResult = solo.result;
+  log(`stampede alone: ${alone.rps.toFixed(0)} req/s`);
+  const watched = await run({ ...common, port: await opts.freePort(), watchers });
+  const l = watched.latency!;
+  const ratio = watched.result.rps / alone.rps;
+  const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
+  const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
+  const lines = [
+    `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench -- --streams --watchers ${watchers}\` (wrk stampede, ${opts.connections} connections, ${opts.seconds} s; a fresh database and service per load; the watchers in their own Node process on the same 2 cores).`,
+    '',
+    '| load | req/s | client p50 / p99 ms | service CPU (cores) | watchers CPU (cores) |',
+    '|---|---|---|---|---|',
+    `| stampede alone | ${f(alone.rps)} | ${f(alone.p50, 2)} / ${f(alone.p99, 2)} | ${f(solo.cores.service, 2)} | |`,
+    `| stampede with ${watchers} streams open | ${f(watched.result.rps)} | ${f(watched.result.p50, 2)} / ${f(watched.result.p99, 2)} | ${f(watched.cores.service, 2)} | ${f(watched.cores.watchers, 2)} |`,
+    '',
+    `Events: a probe purchase every 200 ms (items the stampede never picks); ${l.received} of ${l.expected} (stream, probe) pairs arrived; ${l.ended} streams ended early.`,
+    '',
+    '| target | measured | |',
+    '|---|---|---|',
+    `| event latency p99 ≤ 1 s, a purchase to every stream | p50 ${f(l.p50)} ms, p99 ${f(l.p99)} ms, max ${f(l.max)} ms | ${verdict(l.p99 <= 1000)} |`,
+    `| memory per stream ≤ 8 KB (the service's RSS growth / streams) | ${f(watched.perStreamKb, 1)} KB | ${verdict(watched.perStreamKb <= 8)} |`,
+    `| stampede rate with streams within 10% of without | ${f(ratio * 100)}% | ${verdict(ratio >= 0.9)} |`,
+  ];
+  for (const line of lines) log(line);
+  if (opts.write) {
+    const file = `${opts.root}docs/PERFORMANCE.md`;
+    const marker = '<!-- stream results: written by npm run bench -- --streams -->';
+    const doc = readFileSync(file, 'utf8');
+    const start = doc.indexOf(marker);
+    const end = doc.indexOf('<!-- end of stream results -->');
+    if (start < 0 || end < 0) throw new Error('docs/PERFORMANCE.md has no stream results section');
+    writeFileSync(file, `${doc.slice(0, start + marker.length)}\n\n${lines.join('\n')}\n\n${doc.slice(end)}`);
+    log('written to docs/PERFORMANCE.md');
+  }
+}
