@@ -27,6 +27,7 @@ import { createIds } from './sale/ids.js';
 import { saleRoutes } from './sale/routes.js';
 import { createReconciler } from './sale/reconciler.js';
 import { createSales } from './sale/sales.js';
+import { createSoldCache } from './sale/sold-cache.js';
 import { createScheduler } from './scheduler.js';
 
 export interface AppOptions {
@@ -51,8 +52,9 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const ids = createIds(config.SALE_DURATION, config.SALE_ITEMS);
   const infra: Infra = { config, clock, log, metrics, db, data, redis, locks, ids };
   const sales = createSales(infra);
-  const checkout = createCheckout({ ...infra, sales });
-  const purchase = createPurchase({ ...infra, sales });
+  const soldCache = createSoldCache(infra);
+  const checkout = createCheckout({ ...infra, sales, soldCache });
+  const purchase = createPurchase({ ...infra, sales, soldCache });
   const reconciler = createReconciler(infra);
 
   const { app, inFlight, addMethodNotAllowed } = await createHttp({ config, log, metrics });
@@ -69,16 +71,19 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const scheduler = createScheduler({ config, log, sales, reconciler });
   app.addHook('onReady', async () => {
     await redisReady(redis, config, log);
+    const subscribed = soldCache.start();
+    if (redis.isReady()) await subscribed.catch(() => {});
     await scheduler.start();
   });
   app.addHook('onClose', async () => {
     scheduler.stop();
     await Promise.all([data.attempts.drain(), data.purchases.drain()]);
+    await soldCache.close().catch(() => {});
     await redis.close().catch(() => {});
     await db.close();
   });
 
-  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler });
+  app.decorate('deps', { ...infra, sales, soldCache, checkout, purchase, reconciler });
   return app;
 }
 
@@ -91,6 +96,7 @@ declare module 'fastify' {
 
 export interface Deps extends Infra {
   sales: ReturnType<typeof createSales>;
+  soldCache: ReturnType<typeof createSoldCache>;
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;
   reconciler: ReturnType<typeof createReconciler>;
