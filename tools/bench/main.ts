@@ -1,6 +1,6 @@
 /**
  * npm run bench [-- --duration 15 --connections 64 --workers 2 --rounds 3 --no-write]
- * npm run bench -- --pinned [--duration 10 --rounds 3 --no-write]: CPU per request, see pinned.ts.
+ * npm run bench -- --pinned [--duration 10 --rounds 3 --only <load> --no-write]: CPU per request, see pinned.ts.
  * The same command every time: for each load, a fresh database and a fresh
  * service with a 10,000-item sale, loaded by wrk; a bare node:http server in
  * the same run as the yardstick. The yardstick and the stampede alternate for
@@ -26,6 +26,7 @@ const { values } = parseArgs({
     rounds: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
     pinned: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
 const seconds = Number(values.duration ?? 15);
@@ -39,6 +40,7 @@ if (values.pinned) {
     connections,
     rounds: Number(values.rounds ?? 3),
     write: !values['no-write'],
+    only: values.only,
   });
   process.exit(0);
 }

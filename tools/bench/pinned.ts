@@ -21,9 +21,13 @@ import { machine, root, startHello, startService } from './service.js';
 const SERVICE_CPU = 0;
 const OTHERS_CPU = 1;
 const LOADS = [
-  { name: 'stampede', script: 'stampede.lua' },
-  { name: 'checkout-only', script: 'checkout.lua' },
-  { name: 'purchase-heavy', script: 'purchase-heavy.lua' },
+  { name: 'stampede', script: 'stampede.lua', items: 10_000, soldOut: false },
+  { name: 'checkout-only', script: 'checkout.lua', items: 10_000, soldOut: false },
+  { name: 'purchase-heavy', script: 'purchase-heavy.lua', items: 10_000, soldOut: false },
+  // The stampede after its first seconds (issue 16: ~88% of its requests are
+  // checkouts of sold items), which a slow machine's 10-second stampede never
+  // reaches: a 1,000-item sale sold out by a stampede first, then checkouts.
+  { name: 'sold-out checkouts', script: 'checkout.lua', items: 1_000, soldOut: true },
 ] as const;
 const here = new URL('../../../tools/bench/', import.meta.url).pathname;
 const log = (line: string) => process.stdout.write(`${line}\n`);
@@ -84,13 +88,24 @@ function measure(
 const cpuUs = (r: Reading) => ((r.use.user + r.use.system) / r.wrk.requests) * 1e6;
 const perRequest = (r: Reading, n: number) => n / r.wrk.requests;
 
+/** Runs the stampede until every item of the sale is sold (at most a minute). */
+async function sellOut(base: string, env: Record<string, string>) {
+  for (let i = 0; i < 30; i++) {
+    const sale = (await (await fetch(`${base}/sales/active`)).json()) as { items_remaining: number };
+    if (sale.items_remaining === 0) return;
+    wrk(base, 2, 64, `${here}stampede.lua`, env, OTHERS_CPU);
+  }
+  throw new Error('the sale did not sell out within a minute');
+}
+
 /** One load on a fresh service; `startUpMs` is how long after its launch the load began (for the profile). */
 async function loadRun(load: (typeof LOADS)[number], seconds: number, connections: number, nodeFlags: string[] = []) {
   const launched = Date.now();
-  const service = await startService({ cpu: SERVICE_CPU, nodeFlags });
+  const service = await startService({ cpu: SERVICE_CPU, nodeFlags, items: load.items });
   try {
+    const env = { SALE: service.sale, ITEMS: String(load.items) };
+    if (load.soldOut) await sellOut(service.base, env);
     const startUpMs = Date.now() - launched;
-    const env = { SALE: service.sale, ITEMS: '10000' };
     return { ...measure(service.pid, service.base, seconds, connections, `${here}${load.script}`, env), startUpMs };
   } finally {
     await service.stop();
@@ -109,7 +124,15 @@ async function helloRun(seconds: number, connections: number) {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 
-export async function pinnedBench(o: { seconds: number; connections: number; rounds: number; write: boolean }) {
+export async function pinnedBench(o: {
+  seconds: number;
+  connections: number;
+  rounds: number;
+  write: boolean;
+  /** Only the loads whose name contains this (the yardstick always runs). */
+  only?: string;
+}) {
+  const loads = LOADS.filter((l) => !o.only || l.name.includes(o.only));
   const restore = pinSharedServices(OTHERS_CPU);
   const interrupted = () => {
     restore();
@@ -123,19 +146,19 @@ export async function pinnedBench(o: { seconds: number; connections: number; rou
     for (let i = 0; i < o.rounds; i++) {
       const hello = await helloRun(o.seconds, o.connections);
       log(`round ${i + 1}: bare node:http ${f(hello.wrk.rps, 0)} req/s, ${f(cpuUs(hello))} µs/request`);
-      const loads = new Map<string, Reading>();
-      for (const load of LOADS) {
+      const byName = new Map<string, Reading>();
+      for (const load of loads) {
         const r = await loadRun(load, o.seconds, o.connections);
-        loads.set(load.name, r);
+        byName.set(load.name, r);
         log(
           `round ${i + 1}: ${load.name} ${f(r.wrk.rps, 0)} req/s, ${f(cpuUs(r))} µs/request (${f(cpuUs(r) / cpuUs(hello), 2)}×)`,
         );
       }
-      rounds.push({ hello, loads });
+      rounds.push({ hello, loads: byName });
     }
     const dir = mkdtempSync(join(tmpdir(), 'fs-bench-prof-'));
     try {
-      const { startUpMs } = await loadRun(LOADS[0], o.seconds, o.connections, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+      const { startUpMs } = await loadRun(loads[0]!, o.seconds, o.connections, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
       const file = join(dir, readdirSync(dir)[0]!);
       profile = moduleBreakdown(file, startUpMs);
       instrumentation = instrumentationShare(file, startUpMs);
@@ -153,34 +176,44 @@ export async function pinnedBench(o: { seconds: number; connections: number; rou
     const ratio = ratios
       ? `${f(median(ratios), 2)}× (${f(Math.min(...ratios), 2)}–${f(Math.max(...ratios), 2)})`
       : '1×';
-    return `| ${name} | ${f(
-      pick((r) => r.wrk.rps),
-      0,
-    )} | ${f(
-      pick((r) => (r.use.user + r.use.system) / r.seconds),
-      2,
-    )} | ${f(pick(cpuUs))} | ${ratio} | ${f(
-      pick((r) => (r.use.user / (r.use.user + r.use.system)) * 100),
-      0,
-    )}% | ${f(
-      pick((r) => perRequest(r, r.use.syscalls)),
-      2,
-    )} | ${f(
-      pick((r) => perRequest(r, r.use.voluntary)),
-      3,
-    )} / ${f(
-      pick((r) => perRequest(r, r.use.involuntary)),
-      3,
-    )} | ${f(
-      pick((r) => r.wrk.p50),
-      2,
-    )} / ${f(
-      pick((r) => r.wrk.p99),
-      2,
-    )} |`;
+    const cells = [
+      f(
+        pick((r) => r.wrk.rps),
+        0,
+      ),
+      f(
+        pick((r) => (r.use.user + r.use.system) / r.seconds),
+        2,
+      ),
+      f(pick(cpuUs)),
+      ratio,
+      `${f(
+        pick((r) => (r.use.user / (r.use.user + r.use.system)) * 100),
+        0,
+      )}%`,
+      f(
+        pick((r) => perRequest(r, r.use.syscalls)),
+        2,
+      ),
+      `${f(
+        pick((r) => perRequest(r, r.use.voluntary)),
+        3,
+      )} / ${f(
+        pick((r) => perRequest(r, r.use.involuntary)),
+        3,
+      )}`,
+      `${f(
+        pick((r) => r.wrk.p50),
+        2,
+      )} / ${f(
+        pick((r) => r.wrk.p99),
+        2,
+      )}`,
+    ];
+    return `| ${name} | ${cells.join(' | ')} |`;
   };
   const ratiosOf = (name: string) => rounds.map((r) => cpuUs(r.loads.get(name)!) / cpuUs(r.hello));
-  const stampede = median(ratiosOf('stampede'));
+  const stampede = loads.some((l) => l.name === 'stampede') ? median(ratiosOf('stampede')) : NaN;
   const lines = [
     `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench -- --pinned\` (wrk, 1 thread on CPU ${OTHERS_CPU}, ${o.connections} connections, ${o.seconds} s per load, ${o.rounds} rounds; a fresh database and service per load). The machine was shared with other engineers' work: the figures that travel are the ratios, taken within each round.`,
     '',
@@ -191,7 +224,7 @@ export async function pinnedBench(o: { seconds: number; connections: number; rou
     '| load | req/s | service CPU (cores) | CPU µs per request | vs bare node:http (median, range) | user-space share | read/write syscalls per request | context switches per request (voluntary / involuntary) | client p50 / p99 ms |',
     '|---|---|---|---|---|---|---|---|---|',
     row('bare node:http hello-world', hellos),
-    ...LOADS.map((l) =>
+    ...loads.map((l) =>
       row(
         l.name,
         rounds.map((r) => r.loads.get(l.name)!),
@@ -201,7 +234,7 @@ export async function pinnedBench(o: { seconds: number; connections: number; rou
     '',
     `Medians over ${o.rounds} rounds; each ratio is taken against the yardstick of its own round. Syscalls are \`syscr + syscw\` from \`/proc/<pid>/io\` (the read and write families: reads, writes and \`writev\`, not \`epoll_wait\`); context switches are summed over the process's threads from \`/proc/<pid>/task/*/status\`.`,
     '',
-    `Where the stampede's CPU goes (a \`--cpu-prof\` of one more pinned stampede, start-up left out; Node's own code and native calls count for the module that called them):`,
+    `Where the CPU goes (a \`--cpu-prof\` of one more pinned ${loads[0]!.name}, start-up left out; Node's own code and native calls count for the module that called them):`,
     '',
     `| ${MODULES.join(' | ')} |`,
     `|${MODULES.map(() => '---').join('|')}|`,
@@ -209,13 +242,19 @@ export async function pinnedBench(o: { seconds: number; connections: number; rou
     '',
     `Instrumentation (prom-client and the service's metrics code): ${f(instrumentation * 100)}%. Most self time: ${profile.top.map((t) => `${t.name} ${f(t.share * 100)}%`).join('; ')}.`,
     '',
-    '| target | measured | |',
-    '|---|---|---|',
-    `| stampede CPU per request ≤ 2.5× bare node:http | ${f(stampede, 2)}× | ${stampede <= 2.5 ? 'met' : '**missed**'} |`,
-    ...['checkout-only', 'purchase-heavy'].map((name) => {
-      const r = median(ratiosOf(name)) / stampede;
-      return `| ${name} within 25% of the stampede's CPU per request | ${f(r * 100, 0)}% of it | ${r <= 1.25 ? 'met' : '**missed**'} |`;
-    }),
+    ...(Number.isNaN(stampede)
+      ? []
+      : [
+          '| target | measured | |',
+          '|---|---|---|',
+          `| stampede CPU per request ≤ 2.5× bare node:http | ${f(stampede, 2)}× | ${stampede <= 2.5 ? 'met' : '**missed**'} |`,
+          ...['checkout-only', 'purchase-heavy']
+            .filter((name) => loads.some((l) => l.name === name))
+            .map((name) => {
+              const r = median(ratiosOf(name)) / stampede;
+              return `| ${name} within 25% of the stampede's CPU per request | ${f(r * 100, 0)}% of it | ${r <= 1.25 ? 'met' : '**missed**'} |`;
+            }),
+        ]),
   ];
   for (const line of lines) log(line);
   if (o.write) {

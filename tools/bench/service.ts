@@ -39,8 +39,10 @@ const stop = async (child: ChildProcess) => {
   await new Promise((r) => child.once('exit', r));
 };
 
-/** The service with a fresh 10,000-item sale in a fresh database (dropped by `stop`). */
-export async function startService(opts: { workers?: number; cpu?: number; nodeFlags?: string[] } = {}) {
+/** The service with a fresh sale (10,000 items unless `items`) in a fresh database (dropped by `stop`). */
+export async function startService(
+  opts: { workers?: number; cpu?: number; nodeFlags?: string[]; items?: number } = {},
+) {
   const db = `fs_bench_${randomBytes(4).toString('hex')}`;
   const port = await freePort();
   const started = Date.now();
@@ -50,7 +52,7 @@ export async function startService(opts: { workers?: number; cpu?: number; nodeF
       PORT: String(port),
       DATABASE_URL: `${PG}/${db}`,
       REDIS_PREFIX: db,
-      SALE_ITEMS: '10000',
+      SALE_ITEMS: String(opts.items ?? 10_000),
       WORKERS: String(opts.workers ?? 1),
       LOG_LEVEL: 'warn',
       // The bench measures the service, not its abuse protection.
