@@ -34,6 +34,7 @@ import { saleRoutes } from './sale/routes.js';
 import { createReconciler } from './sale/reconciler.js';
 import { createRetention } from './retention/retention.js';
 import { createSales } from './sale/sales.js';
+import { createSoldCache } from './sale/sold-cache.js';
 import { createScheduler } from './scheduler.js';
 import { webRoutes } from './web/routes.js';
 
@@ -60,8 +61,9 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const ids = createIds(config.SALE_DURATION, config.SALE_ITEMS);
   const infra: Infra = { config, clock, log, metrics, db, data, redis, locks, ids };
   const sales = createSales(infra);
-  const checkout = createCheckout({ ...infra, sales });
-  const purchase = createPurchase({ ...infra, sales });
+  const soldCache = createSoldCache(infra);
+  const checkout = createCheckout({ ...infra, sales, soldCache });
+  const purchase = createPurchase({ ...infra, sales, soldCache });
   const reconciler = createReconciler(infra);
   const retention = createRetention(infra);
   const queue = config.WAITING_ROOM === 'on' ? createQueue(infra) : undefined;
@@ -85,16 +87,19 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const scheduler = createScheduler({ config, log, sales, reconciler, retention });
   app.addHook('onReady', async () => {
     await redisReady(redis, config, log);
+    const subscribed = soldCache.start();
+    if (redis.isReady()) await subscribed.catch(() => {});
     await scheduler.start();
   });
   app.addHook('onClose', async () => {
     scheduler.stop();
     await Promise.all([data.attempts.drain(), data.purchases.drain()]);
+    await soldCache.close().catch(() => {});
     await redis.close().catch(() => {});
     await db.close();
   });
 
-  app.decorate('deps', { ...infra, sales, checkout, purchase, reconciler, retention, queue });
+  app.decorate('deps', { ...infra, sales, soldCache, checkout, purchase, reconciler, retention, queue });
   return app;
 }
 
@@ -107,6 +112,7 @@ declare module 'fastify' {
 
 export interface Deps extends Infra {
   sales: ReturnType<typeof createSales>;
+  soldCache: ReturnType<typeof createSoldCache>;
   checkout: ReturnType<typeof createCheckout>;
   purchase: ReturnType<typeof createPurchase>;
   reconciler: ReturnType<typeof createReconciler>;

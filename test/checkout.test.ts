@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import type { App } from '../src/app.js';
-import { json, testEnv, type TestEnv } from './helpers.js';
+import { itemId, json, testEnv, type TestEnv } from './helpers.js';
+import { waitFor } from './process.js';
 
 describe('POST /checkout', () => {
   let env: TestEnv;
@@ -50,5 +51,72 @@ describe('POST /checkout', () => {
       { item_id: `${sale}-00003`, outcome: 'OK', has_code: true },
       { item_id: `${sale}-99999`, outcome: 'ITEM_NOT_FOUND', has_code: false },
     ]);
+  });
+});
+
+describe('POST /checkout of an item PostgreSQL confirmed sold (answered from memory)', () => {
+  let env: TestEnv;
+  let first: App;
+  let sale: string;
+
+  before(async () => {
+    env = await testEnv();
+    first = await env.app();
+    sale = json<{ id: string }>(await first.inject('/sales/active')).id;
+  });
+  after(() => env.close());
+
+  const post = (app: App, url: string) => app.inject({ method: 'POST', url });
+  const checkout = (app: App, user: string, index: number) =>
+    post(app, `/checkout?user_id=${user}&id=${itemId(sale, index)}`);
+  /** Checks an item out and buys it; returns the code. */
+  async function buy(app: App, user: string, index: number) {
+    const { code } = json<{ code: string }>(await checkout(app, user, index));
+    assert.equal((await post(app, `/purchase?code=${code}`)).statusCode, 200);
+    return code;
+  }
+  const scriptRuns = async (app: App) => {
+    const text = (await app.inject('/metrics')).body;
+    return Number(/^redis_command_duration_seconds_count\{command="checkout"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+  };
+  const outcomes = async (user: string) =>
+    (await env.pg.query(`SELECT outcome, code FROM checkout_attempts WHERE user_id = $1 ORDER BY id`, [user])).rows;
+
+  it('answers 409 ITEM_SOLD to anyone else and the buyer their code, without the script, and records the attempts', async () => {
+    const code = await buy(first, 'buyer1', 1);
+    const runs = await scriptRuns(first);
+    const refused = await checkout(first, 'late1', 1);
+    assert.equal(refused.statusCode, 409);
+    assert.deepEqual(json(refused), {
+      error: { code: 'ITEM_SOLD', message: `item ${itemId(sale, 1)} is already sold` },
+    });
+    const again = await checkout(first, 'buyer1', 1);
+    assert.equal(again.statusCode, 200);
+    assert.equal(json(again).code, code);
+    assert.equal(await scriptRuns(first), runs);
+    assert.deepEqual(await outcomes('late1'), [{ outcome: 'ITEM_SOLD', code: null }]);
+    assert.deepEqual(await outcomes('buyer1'), [
+      { outcome: 'OK', code },
+      { outcome: 'OK', code },
+    ]);
+  });
+
+  it('learns a purchase another instance committed from its message, and one made before it started from PostgreSQL', async () => {
+    const second = await env.app();
+    await checkout(second, 'warm2', 3); // the second instance now holds the active sale
+    const code = await buy(first, 'buyer2', 2);
+    await waitFor('the purchase to reach the second instance', async () =>
+      second.deps.soldCache.lookup(sale, 2)?.code === code ? true : undefined,
+    );
+    const runs = await scriptRuns(second);
+    assert.equal((await checkout(second, 'late2', 2)).statusCode, 409);
+    assert.equal(await scriptRuns(second), runs);
+
+    const third = await env.app();
+    await waitFor('the third instance to load the sold items', async () =>
+      third.deps.soldCache.lookup(sale, 2)?.userId === 'buyer2' ? true : undefined,
+    );
+    assert.equal((await checkout(third, 'late3', 2)).statusCode, 409);
+    assert.equal(await scriptRuns(third), 0);
   });
 });

@@ -8,11 +8,15 @@ import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
 import type { CheckoutInput, RateLimits } from '../redis/scripts.js';
 import type { Sales } from '../sale/sales.js';
+import type { SoldCache, SoldItem } from '../sale/sold-cache.js';
 
-export type CheckoutDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'ids' | 'clock'> & { sales: Sales };
+export type CheckoutDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'ids' | 'clock'> & {
+  sales: Sales;
+  soldCache: SoldCache;
+};
 
 export function createCheckout(deps: CheckoutDeps) {
-  const { config, data, redis, ids, sales, clock } = deps;
+  const { config, data, redis, ids, sales, clock, soldCache } = deps;
   const limits: RateLimits = {
     ownRate: config.RATE_LIMIT_USER_PER_SEC,
     ownBurst: config.RATE_LIMIT_USER_BURST,
@@ -59,8 +63,14 @@ export function createCheckout(deps: CheckoutDeps) {
       const sale = await sales.active();
       const { saleId, index } = ids.parseItemId(input.itemId);
       let decided: string | AppError;
+      let sold: SoldItem | undefined;
       if (saleId !== sale.id || index >= config.SALE_ITEMS) {
         decided = new AppError('ITEM_NOT_FOUND', `${input.itemId} is not an item of the active sale`);
+      } else if ((sold = soldCache.lookup(sale.id, index))) {
+        // PostgreSQL confirmed this item sold: answered from memory, as the
+        // script would (the buyer gets their code back), without Redis, so
+        // without spending a rate-limit token either (src/sale/sold-cache.ts).
+        decided = sold.userId === input.userId ? sold.code : new AppError('ITEM_SOLD', ids.itemId(sale.id, index));
       } else {
         // Redis down: the attempt is still recorded, with its 503, if PostgreSQL is up.
         decided = await decide(sale.id, index, input.userId, input.ip).catch((err: unknown) => {

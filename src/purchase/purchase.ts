@@ -12,8 +12,12 @@ import { PURCHASE_LOCK_TTL_MS } from '../redis/lock.js';
 import type { PurchaseInput, RateLimits } from '../redis/scripts.js';
 import { imageUrl, itemName } from '../sale/catalog.js';
 import type { Sales } from '../sale/sales.js';
+import type { SoldCache } from '../sale/sold-cache.js';
 
-export type PurchaseDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'locks' | 'ids' | 'clock'> & { sales: Sales };
+export type PurchaseDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'locks' | 'ids' | 'clock'> & {
+  sales: Sales;
+  soldCache: SoldCache;
+};
 
 /** How often a purchase waiting for its code's lock looks whether the holder's purchase landed. */
 const LOCK_POLL_MS = 20;
@@ -30,7 +34,7 @@ type Answer = { outcome: 'success' | 'replay'; body: ReturnType<typeof body> };
 const replay = (p: PurchaseRow): Answer => ({ outcome: 'replay', body: body(p) });
 
 export function createPurchase(deps: PurchaseDeps) {
-  const { config, data, redis, locks, ids, sales, clock } = deps;
+  const { config, data, redis, locks, ids, sales, clock, soldCache } = deps;
   const limits: RateLimits = {
     ownRate: config.RATE_LIMIT_USER_PER_SEC,
     ownBurst: config.RATE_LIMIT_USER_BURST,
@@ -62,6 +66,7 @@ export function createPurchase(deps: PurchaseDeps) {
     const mine = found.find((p) => p.code === row.code);
     if (mine && mine.slot === row.slot) return mine;
     const itemPurchase = found.find((p) => p.itemId === row.itemId);
+    if (itemPurchase) soldCache.confirmed(itemPurchase); // PostgreSQL's word: every instance may answer from it
     const userPurchases = found.filter((p) => p.userId === row.userId);
     await redis.scripts.sync({
       keys,
@@ -114,7 +119,10 @@ export function createPurchase(deps: PurchaseDeps) {
       throw err;
     }
     try {
-      if (inserted) return { outcome: 'success', body: body(row) };
+      if (inserted) {
+        soldCache.confirmed(row); // committed: every instance may now answer its checkouts from memory
+        return { outcome: 'success', body: body(row) };
+      }
       const resolved = await resolveConflict(keys, row);
       return resolved === 'retry' ? 'retry' : replay(resolved);
     } finally {

@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --duration 15 --connections 64 --workers 2 --rounds 3 --no-write]
+ * npm run bench -- --pinned [--duration 10 --rounds 3 --only <load> --no-write]: CPU per request, see pinned.ts.
  * npm run bench -- --streams [--watchers 5000]: the live event streams (streams.ts)
  * The same command every time: for each load, a fresh database and a fresh
  * service with a 10,000-item sale, loaded by wrk; a bare node:http server in
@@ -8,52 +9,43 @@
  * pair of 15-second loads can land in a slow spell. Results go into
  * docs/PERFORMANCE.md.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import pg from 'pg';
-
 import { cpuSeconds, family, latencyBuckets, metricSum, peakRssMb, quantile, wrk, type WrkResult } from './measure.js';
+import { pinnedBench } from './pinned.js';
 import { instrumentationShare } from './profile.js';
+import { freePort, machine, root, startHello, startService } from './service.js';
 
 const { values } = parseArgs({
   options: {
-    duration: { type: 'string', default: '15' },
+    duration: { type: 'string' },
     connections: { type: 'string', default: '64' },
     workers: { type: 'string', default: '2' },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
+    pinned: { type: 'boolean', default: false },
+    only: { type: 'string' },
     streams: { type: 'boolean', default: false },
     watchers: { type: 'string', default: '5000' },
   },
 });
-const seconds = Number(values.duration);
+const seconds = Number(values.duration ?? 15);
 const connections = Number(values.connections);
-const root = new URL('../../../', import.meta.url).pathname;
 const here = new URL('../../../tools/bench/', import.meta.url).pathname;
-const PG = 'postgres://postgres@127.0.0.1:5432';
 const log = (line: string) => process.stdout.write(`${line}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address() as { port: number };
-  await new Promise((r) => probe.close(r));
-  return port;
-}
-
-async function until(probe: () => Promise<boolean>, ms: number) {
-  const deadline = Date.now() + ms;
-  while (!(await probe().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await sleep(20);
-  }
+if (values.pinned) {
+  await pinnedBench({
+    seconds: Number(values.duration ?? 10),
+    connections,
+    rounds: Number(values.rounds ?? 3),
+    write: !values['no-write'],
+    only: values.only,
+  });
+  process.exit(0);
 }
 
 interface Row {
@@ -70,34 +62,14 @@ interface Row {
 
 /** One load against a fresh database and a fresh service. */
 async function scenario(name: string, script: string, workers: number, profileDir?: string): Promise<Row> {
-  const db = `fs_bench_${randomBytes(4).toString('hex')}`;
-  const port = await freePort();
-  const started = Date.now();
   const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const child = spawn(process.execPath, [...flags, `${root}dist/src/server.js`], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      DATABASE_URL: `${PG}/${db}`,
-      REDIS_PREFIX: db,
-      SALE_ITEMS: '10000',
-      WORKERS: String(workers),
-      LOG_LEVEL: 'warn',
-      // The bench measures the service, not its abuse protection.
-      RATE_LIMIT_USER_PER_SEC: '0',
-      RATE_LIMIT_IP_PER_SEC: '0',
-    },
-    stdio: 'ignore',
-  });
-  const base = `http://127.0.0.1:${port}`;
+  const service = await startService({ workers, nodeFlags: flags });
+  const { base, sale, coldStartMs } = service;
   try {
-    await until(async () => (await fetch(`${base}/health`)).ok, 30_000);
-    const coldStartMs = Date.now() - started;
-    const sale = ((await (await fetch(`${base}/sales/active`)).json()) as { id: string }).id;
     const creation =
       (await metricSum(base, 'sale_creation_duration_seconds_sum')) /
       Math.max(1, await metricSum(base, 'sale_creation_duration_seconds_count'));
-    const pids = family(child.pid!);
+    const pids = family(service.pid);
     const cpuBefore = cpuSeconds(pids);
     const before = await latencyBuckets(base);
     const t0 = Date.now();
@@ -121,38 +93,19 @@ async function scenario(name: string, script: string, workers: number, profileDi
     log(`${name} (${workers} process${workers > 1 ? 'es' : ''}): ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms`);
     return row;
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-    const admin = new pg.Client({ connectionString: `${PG}/postgres` });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-    await admin.end();
+    await service.stop();
   }
 }
 
 async function baseline(): Promise<WrkResult> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [`${root}dist/tools/bench/hello.js`], {
-    env: { ...process.env, PORT: String(port) },
-    stdio: 'ignore',
-  });
+  const hello = await startHello();
   try {
-    await until(async () => (await fetch(`http://127.0.0.1:${port}/`)).ok, 10_000);
-    const result = wrk(`http://127.0.0.1:${port}/`, seconds, connections);
+    const result = wrk(hello.url, seconds, connections);
     log(`bare node:http: ${result.rps.toFixed(0)} req/s`);
     return result;
   } finally {
-    child.kill();
+    await hello.stop();
   }
-}
-
-function machine() {
-  const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8' }).trim();
-  return [
-    `CPU: ${cpus()[0]!.model}, ${cpus().length} cores (shared by the service, PostgreSQL, Redis and wrk)`,
-    `Memory: ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
-    `Node ${process.version}; PostgreSQL ${sh('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-tAc', 'show server_version'])}; Redis ${/redis_version:(\S+)/.exec(sh('redis-cli', ['INFO', 'server']))![1]}; ${spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.split(' [')[0]}`,
-  ];
 }
 
 if (values.streams) {
@@ -170,7 +123,7 @@ if (values.streams) {
 }
 
 const pairs: { hello: WrkResult; stampede: Row }[] = [];
-for (let round = 0; round < Number(values.rounds); round++) {
+for (let round = 0; round < Number(values.rounds ?? 3); round++) {
   pairs.push({ hello: await baseline(), stampede: await scenario('stampede', 'stampede.lua', 1) });
 }
 const ratioOf = (p: (typeof pairs)[number]) => p.stampede.wrk.rps / p.hello.rps;
@@ -196,7 +149,7 @@ const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
 const lines = [
   `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` (wrk, 2 threads, ${connections} connections, ${seconds} s per load; a fresh database and service per load).`,
   '',
-  ...machine().map((m) => `- ${m}`),
+  ...machine('shared by the service, PostgreSQL, Redis and wrk').map((m) => `- ${m}`),
   '',
   '| load | processes | req/s | vs bare node:http | non-2xx | client p50 / p99 ms | server p50 / p99 ms | server CPU (cores) | peak RSS MB |',
   '|---|---|---|---|---|---|---|---|---|',

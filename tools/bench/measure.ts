@@ -1,6 +1,6 @@
 /** Readings from the outside: wrk's output, /proc, and the service's /metrics. */
 import { execFileSync, execSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface WrkResult {
   rps: number;
@@ -12,15 +12,19 @@ export interface WrkResult {
 
 const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[unit]!;
 
+/** `cpu`: run wrk pinned to that CPU (taskset), with one thread (the pinned bench). */
 export function wrk(
   url: string,
   seconds: number,
   connections: number,
   script?: string,
   env: Record<string, string> = {},
+  cpu?: number,
 ): WrkResult {
-  const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', ...(script ? ['-s', script] : []), url];
-  const out = execFileSync('wrk', args, { encoding: 'utf8', env: { ...process.env, ...env } });
+  const threads = cpu === undefined ? '-t2' : '-t1';
+  const args = [threads, `-c${connections}`, `-d${seconds}s`, '--latency', ...(script ? ['-s', script] : []), url];
+  const [cmd, argv] = cpu === undefined ? ['wrk', args] : ['taskset', ['-c', String(cpu), 'wrk', ...args]];
+  const out = execFileSync(cmd, argv as string[], { encoding: 'utf8', env: { ...process.env, ...env } });
   const pct = (p: string) => {
     const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)$`, 'm').exec(out);
     return m ? ms(m[1]!, m[2]!) : NaN;
@@ -52,6 +56,52 @@ export function cpuSeconds(pids: number[]): number {
     return sum + (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 Hz)
   }, 0);
 }
+
+/**
+ * What a process has spent so far, for per-request figures: CPU (user and
+ * system, in seconds, from /proc/<pid>/stat), read- and write-family system
+ * calls (syscr + syscw from /proc/<pid>/io: read/readv/write/writev and the
+ * like, not epoll_wait or the others), and context switches summed over its
+ * threads (/proc/<pid>/task/<tid>/status: the process's own line counts only
+ * the main thread).
+ */
+export interface Usage {
+  user: number;
+  system: number;
+  syscalls: number;
+  voluntary: number;
+  involuntary: number;
+}
+export function usage(pid: number): Usage {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  const field = (text: string, name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(text)?.[1] ?? 0);
+  let voluntary = 0;
+  let involuntary = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      voluntary += field(status, 'voluntary_ctxt_switches');
+      involuntary += field(status, 'nonvoluntary_ctxt_switches');
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return {
+    user: Number(stat[11]) / 100, // clock ticks (100 Hz)
+    system: Number(stat[12]) / 100,
+    syscalls: field(io, 'syscr') + field(io, 'syscw'),
+    voluntary,
+    involuntary,
+  };
+}
+export const usageSince = (before: Usage, after: Usage): Usage => ({
+  user: after.user - before.user,
+  system: after.system - before.system,
+  syscalls: after.syscalls - before.syscalls,
+  voluntary: after.voluntary - before.voluntary,
+  involuntary: after.involuntary - before.involuntary,
+});
 
 /** Peak resident memory (VmHWM) of these processes, in MB. */
 export function peakRssMb(pids: number[]): number {

@@ -1,0 +1,85 @@
+/**
+ * Items PostgreSQL confirmed sold in the active sale, in process memory, so a
+ * checkout of one needs no Redis round trip (issue 16: after the first
+ * seconds of a stampede ~88% of requests are checkouts of sold items).
+ *
+ * Only PostgreSQL-confirmed facts go in, and such a fact never stops being
+ * true: a purchase row is never deleted. They come from the purchases this
+ * instance committed, from the other instances (each publishes the purchases
+ * it committed on a Redis pub/sub channel, after the commit), and from
+ * PostgreSQL itself when an instance first sees a sale (the purchases made
+ * before it started, or before it subscribed). A missed message (Redis down,
+ * a reconnect) only means the checkout takes the slow path through Redis,
+ * which knows the item is sold; nothing is ever answered from a guess.
+ *
+ * Only the active sale is held: a checkout names the sale it looks up, and a
+ * new sale replaces the old one (10,000 small entries at most).
+ */
+import type { Infra } from '../infra.js';
+
+/** Who bought an item, with which code. */
+export interface SoldItem {
+  userId: string;
+  code: string;
+}
+
+export type SoldCacheDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'ids' | 'log'>;
+
+export function createSoldCache(deps: SoldCacheDeps) {
+  const { config, data, redis, ids, log } = deps;
+  // One channel per deployment (REDIS_PREFIX), like its keys.
+  const channel = `${config.REDIS_PREFIX}:sold`;
+  let saleId: string | undefined;
+  let items = new Map<number, SoldItem>();
+
+  function add(sale: string, index: number, item: SoldItem) {
+    if (sale === saleId) items.set(index, item);
+  }
+
+  /** A sale seen for the first time: start from what PostgreSQL already confirmed. */
+  function switchTo(sale: string) {
+    saleId = sale;
+    items = new Map();
+    data.purchases.listBySale(sale).then(
+      (rows) => rows.forEach((p) => add(p.saleId, ids.parseItemId(p.itemId).index, p)),
+      (err: unknown) => log.debug({ err }, 'sold items not loaded; checkouts take the Redis path'),
+    );
+  }
+
+  // A subscribed connection can do nothing else, hence its own; node-redis
+  // subscribes again by itself after a reconnect.
+  const subscriber = redis.client.duplicate();
+  subscriber.on('error', () => {}); // the main connection already reports Redis outages
+  const onMessage = (message: string) => {
+    // "<sale id>|<index>|<user>|<code>": none of these can contain '|'.
+    const [sale, index, userId, code] = message.split('|');
+    if (sale && index && userId && code) add(sale, Number(index), { userId, code });
+  };
+
+  return {
+    /** Who bought this item of the active sale, if PostgreSQL is known to have confirmed it. */
+    lookup(sale: string, index: number): SoldItem | undefined {
+      if (sale !== saleId) switchTo(sale);
+      return items.get(index);
+    },
+    /** A purchase PostgreSQL just confirmed (committed): remembered here and told to every instance. */
+    confirmed(p: { saleId: string; itemId: string; userId: string; code: string }) {
+      const index = ids.parseItemId(p.itemId).index;
+      add(p.saleId, index, p);
+      // Not awaited: the answer does not wait for it, and a lost message costs only the slow path.
+      redis.command('publish', ['PUBLISH', channel, `${p.saleId}|${index}|${p.userId}|${p.code}`]).catch(() => {});
+    },
+    /** Subscribes; connecting retries by itself while Redis is down (await it only if Redis is up). */
+    start(): Promise<void> {
+      const subscribed = subscriber.connect().then(() => subscriber.subscribe(channel, onMessage));
+      subscribed.catch(() => {}); // closed before it connected
+      return subscribed;
+    },
+    async close() {
+      if (subscriber.isReady) await subscriber.close();
+      else if (subscriber.isOpen) subscriber.destroy();
+    },
+  };
+}
+
+export type SoldCache = ReturnType<typeof createSoldCache>;
