@@ -1,6 +1,7 @@
 // Installs the Debian tools a command drives, when they are missing and we
-// can (root): the tests use real Prometheus, promtool, Alertmanager, amtool
-// and their own redis-server (`node scripts/install-tools.mjs test`); the bench uses wrk
+// can (root): the tests use real Prometheus, promtool, Alertmanager, amtool,
+// their own redis-server (and a Redis Cluster of them) and HAProxy in front of
+// several instances (`node scripts/install-tools.mjs test`); the bench uses wrk
 // (`node scripts/install-tools.mjs bench`).
 import { execSync } from 'node:child_process';
 
@@ -11,6 +12,7 @@ const needs = {
     amtool: 'prometheus-alertmanager',
     'prometheus-alertmanager': 'prometheus-alertmanager',
     'redis-server': 'redis-server',
+    haproxy: 'haproxy',
   },
   bench: { wrk: 'wrk' },
 };

@@ -78,7 +78,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   };
   const redisOutage = outageLogger(log, 'Redis', describeUrl(config.REDIS_URL));
   const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));
-  redis.client.on('ready', () => redisOutage.recovered());
+  redis.events.on('ready', () => redisOutage.recovered());
   const locks = createLocks(redis, metrics);
   const ids = createIds(config.SALE_DURATION, config.SALE_ITEMS);
   const infra: Infra = { config, clock, log, metrics, db, data, redis, locks, ids };
@@ -168,7 +168,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     redis.connect().catch(() => {}); // resolves once connected; retries by itself until then
     await new Promise((resolve) => {
       const wait = setTimeout(resolve, config.DEPENDENCY_TIMEOUT_MS);
-      redis.client.once('ready', () => resolve(clearTimeout(wait)));
+      redis.events.once('ready', () => resolve(clearTimeout(wait)));
     });
     if (redis.isReady()) await checkEvictionPolicy(redis, config, log);
     await tick();
