@@ -101,6 +101,8 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
     },
     clientErrorHandler,
     frameworkErrors,
+    // The client address behind a load balancer (per-IP rate limit): only from listed proxies.
+    trustProxy: config.TRUST_PROXY.length > 0 ? config.TRUST_PROXY : false,
     // While draining, requests already on open connections are served, not refused;
     // instrument() closes those connections as they go idle.
     return503OnClosing: false,

@@ -3,6 +3,8 @@
  * ConfigError whose message is the single line the process prints before it
  * exits (server.ts), naming the variable.
  */
+import { isIP } from 'node:net';
+
 export class ConfigError extends Error {}
 
 type Parser<T> = (raw: string, name: string) => T;
@@ -48,6 +50,20 @@ function urls(protocols: string[]): Parser<string[]> {
   return (raw, name) => (raw.trim() === '' ? [] : raw.split(',').map((u) => one(u.trim(), name)));
 }
 
+/** Comma-separated IP addresses or CIDR ranges ("10.0.0.0/8"); empty means none. */
+const addresses: Parser<string[]> = (raw, name) => {
+  const list = raw.trim() === '' ? [] : raw.split(',').map((a) => a.trim());
+  for (const a of list) {
+    const [ip, bits, extra] = a.split('/');
+    const family = isIP(ip!);
+    const maxBits = family === 6 ? 128 : 32;
+    if (!family || extra !== undefined || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= maxBits))) {
+      throw new ConfigError(`${name} must be IP addresses or CIDR ranges separated by commas, got "${a}"`);
+    }
+  }
+  return list;
+};
+
 const keyPrefix: Parser<string> = (raw, name) => {
   // The prefix is part of every Redis key; braces would break the hash tag.
   if (!/^[A-Za-z0-9_.:-]{1,32}$/.test(raw)) {
@@ -92,6 +108,12 @@ const schema = {
   /** What to do when Redis may evict keys (maxmemory-policy other than noeviction). */
   REDIS_EVICTION_POLICY_CHECK: { parse: oneOf(['warn', 'refuse'] as const), default: 'warn' },
   RECONCILE_INTERVAL_MS: { parse: integer(100, 3_600_000), default: '5000' },
+  /**
+   * Load balancers whose X-Forwarded-For is believed (addresses or CIDRs):
+   * the client address is the last one in it not in this list. Empty: the
+   * peer address, whatever the header says.
+   */
+  TRUST_PROXY: { parse: addresses, default: '' },
 } as const;
 
 type Schema = typeof schema;

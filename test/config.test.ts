@@ -26,6 +26,8 @@ describe('configuration', () => {
     ['REDIS_URL', 'not a url'],
     ['LOG_LEVEL', 'loud'],
     ['REDIS_PREFIX', 'a{b}'],
+    ['REDIS_CLUSTER_NODES', 'redis://127.0.0.1:7000,http://127.0.0.1:7001'],
+    ['TRUST_PROXY', '10.0.0.0/33'],
   ] as const) {
     it(`a bad ${name} stops start-up with one line naming it`, () => {
       assert.throws(
