@@ -1,9 +1,11 @@
 /**
  * Several service processes behind a real HAProxy (Debian's, installed by
- * scripts/install-tools.mjs) that health-checks them, as a deployment would
- * run them. The stats page (CSV) tells which servers HAProxy sees up.
+ * scripts/install-tools.mjs) configured as docker-compose.yml runs it
+ * (deploy/compose/haproxy.cfg). The stats page (CSV) tells which servers
+ * HAProxy sees up.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,44 +64,19 @@ export async function startBalanced(count: number, env: Record<string, string>):
 }
 
 /**
- * Round robin with health checks every 200 ms (down after 2 failures, up after
- * 2 successes). The check asks the instance itself (GET /openapi.json: served
- * from memory), not /health: a shared dependency's outage would fail every
- * instance's /health at once and leave HAProxy nothing to send requests to,
- * when each instance would have answered a fast 503 in the error shape. One
- * request per backend connection (http-server-close): an instance that stops
- * listening (SIGTERM) or died (SIGKILL) refuses the connection, and the
- * request is redispatched to another instance before anything was sent.
+ * deploy/compose/haproxy.cfg (what docker-compose.yml runs), with local
+ * addresses: the instances' ports instead of Docker's DNS, free ports for the
+ * frontend and the stats page.
  */
 function haproxyConfig(port: number, statsPort: number, services: { name: string; port: number }[]) {
-  return `global
-  maxconn 4096
-
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response
-  option http-server-close
-  option forwardfor
-
-frontend fe
-  bind 127.0.0.1:${port}
-  default_backend app
-
-backend app
-  balance roundrobin
-  option httpchk GET /openapi.json
-  http-check expect status 200
-  default-server inter 200ms fall 2 rise 2
-${services.map((s) => `  server ${s.name} 127.0.0.1:${s.port} check`).join('\n')}
-
-listen stats
-  bind 127.0.0.1:${statsPort}
-  stats enable
-  stats uri /stats
-`;
+  const servers = services.map((s) => `  server ${s.name} 127.0.0.1:${s.port} check`).join('\n');
+  const replace = (text: string, from: RegExp, to: string) => {
+    if (!from.test(text)) throw new Error(`deploy/compose/haproxy.cfg has no ${String(from)}`);
+    return text.replace(from, to);
+  };
+  let config = readFileSync(new URL('../../deploy/compose/haproxy.cfg', import.meta.url), 'utf8');
+  config = replace(config, /^resolvers docker\n(?: {2}.*\n)*/m, '');
+  config = replace(config, /^ {2}bind :8080$/m, `  bind 127.0.0.1:${port}`);
+  config = replace(config, /^ {2}server-template .*$/m, servers);
+  return replace(config, /^ {2}bind 127\.0\.0\.1:8404$/m, `  bind 127.0.0.1:${statsPort}`);
 }
