@@ -240,7 +240,8 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     async close() {
       closed = true;
       clearInterval(sweeper);
-      if (cluster) await (cluster.isOpen ? cluster.close() : undefined);
+      // A node still reconnecting (a dead master not yet replaced) would hold close() for ever.
+      if (cluster) await (isReady() ? cluster.close() : cluster.isOpen ? cluster.destroy() : undefined);
       else if (client.isReady) await client.close();
       else if (client.isOpen) client.destroy();
     },
