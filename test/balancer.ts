@@ -44,23 +44,21 @@ export async function startBalanced(count: number, env: Record<string, string>):
       .map((l) => l.split(','))
       .filter((f) => f[0] === 'app' && f[1]?.startsWith('app') && f[17] === 'UP')
       .map((f) => f[1]!);
+  const stop = async () => {
+    await Promise.all(services.map((s) => s.proc.kill()));
+    haproxy.kill();
+    await exited;
+    await rm(dir, { recursive: true, force: true });
+  };
   try {
-    await Promise.all(services.map((s) => serviceReady(s.port)));
+    // Three processes starting at once on a busy 2-core machine can take a while.
+    await Promise.all(services.map((s) => serviceReady(s.port, 30_000)));
     await waitFor('HAProxy to see every instance up', async () => ((await up()).length === count ? true : undefined));
   } catch (err) {
+    await stop(); // nothing left running to hold the test process open
     throw new Error(`${(err as Error).message}; haproxy said: ${output}`);
   }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    services,
-    up,
-    async stop() {
-      await Promise.all(services.map((s) => s.proc.kill()));
-      haproxy.kill();
-      await exited;
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return { url: `http://127.0.0.1:${port}`, services, up, stop };
 }
 
 /**
