@@ -1,6 +1,7 @@
 // Installs the Debian tools a command drives, when they are missing and we
-// can (root): the tests use real Prometheus, promtool, Alertmanager, amtool
-// their own redis-server, PgBouncer, and Debian's chromium for the storefront's
+// can (root): the tests use real Prometheus, promtool, Alertmanager, amtool,
+// their own redis-server (and a Redis Cluster of them), HAProxy in front of
+// several instances, PgBouncer, and Debian's chromium for the storefront's
 // browser tests (`node scripts/install-tools.mjs test`); the bench uses wrk
 // (`node scripts/install-tools.mjs bench`).
 import { execSync } from 'node:child_process';
@@ -14,6 +15,7 @@ const needs = {
     'redis-server': 'redis-server',
     pgbouncer: 'pgbouncer',
     chromium: 'chromium', // the storefront's browser tests (test/web.test.ts), driven by playwright-core
+    haproxy: 'haproxy',
   },
   bench: { wrk: 'wrk' },
 };

@@ -56,7 +56,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   };
   const redisOutage = redisOutageLogger(log, config);
   const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));
-  redis.client.on('ready', () => redisOutage.recovered());
+  redis.events.on('ready', () => redisOutage.recovered());
   const locks = createLocks(redis, metrics);
   const ids = createIds(config.SALE_DURATION, config.SALE_ITEMS);
   const infra: Infra = { config, clock, log, metrics, db, data, redis, locks, ids };

@@ -46,6 +46,12 @@ function oneOf<const T extends string>(values: readonly T[]): Parser<T> {
   };
 }
 
+/** Comma-separated URLs of one of these protocols; empty means none. */
+function urls(protocols: string[]): Parser<string[]> {
+  const one = url(protocols);
+  return (raw, name) => (raw.trim() === '' ? [] : raw.split(',').map((u) => one(u.trim(), name)));
+}
+
 const keyPrefix: Parser<string> = (raw, name) => {
   // The prefix is part of every Redis key; braces would break the hash tag.
   if (!/^[A-Za-z0-9_.:-]{1,32}$/.test(raw)) {
@@ -136,6 +142,8 @@ const schema = {
   },
   REDIS_URL: { parse: url(['redis:', 'rediss:']), default: 'redis://127.0.0.1:6379' },
   REDIS_PREFIX: { parse: keyPrefix, default: 'fs' },
+  /** More seed nodes of a Redis Cluster (REDIS_URL is always one); cluster mode itself is read from INFO cluster. */
+  REDIS_CLUSTER_NODES: { parse: urls(['redis:', 'rediss:']), default: '' },
   SALE_ITEMS: { parse: integer(1, 1_000_000), default: '10000' },
   SALE_DURATION: { parse: integer(2, 31 * 24 * 3600), default: '3600' },
   USER_LIMIT: { parse: integer(1, 1000), default: '10' },

@@ -6,10 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
-import { parse } from 'yaml';
+import { format, resolveConfig } from 'prettier';
+import { parse, stringify } from 'yaml';
+
+import { loadConfig } from '../src/config.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const read = (p: string) => readFileSync(`${root}${p}`, 'utf8');
@@ -23,8 +26,14 @@ type Service = {
   ports?: string[];
   volumes?: string[];
   environment?: Record<string, string>;
+  deploy?: { replicas?: number };
+  networks?: { default?: { ipv4_address?: string } };
 };
-const compose = () => parse(read('docker-compose.yml')) as { services: Record<string, Service> };
+const compose = () =>
+  parse(read('docker-compose.yml')) as {
+    services: Record<string, Service>;
+    networks: { default: { ipam: { config: { subnet: string }[] } } };
+  };
 
 /** The Dockerfile's stages: the FROM image, and the instructions up to the next FROM (continuations joined). */
 function stages() {
@@ -88,10 +97,10 @@ describe('docker-compose.yml', () => {
     assert.ok(Number(grace[1]) * 1000 >= timeoutMs + 10_000, `${app.stop_grace_period} for a ${timeoutMs} ms drain`);
   });
 
-  it('publishes only the app on every interface; every other UI and port on 127.0.0.1 only', () => {
+  it('publishes only the balancer in front of the app on every interface; every other UI and port on 127.0.0.1 only', () => {
     for (const [name, service] of Object.entries(compose().services)) {
       for (const port of service.ports ?? []) {
-        if (name === 'app') continue;
+        if (name === 'lb') continue;
         assert.match(port, /^127\.0\.0\.1:\d+:\d+$/, `${name} publishes ${port} beyond this host`);
       }
     }
@@ -124,5 +133,63 @@ describe('npm install', () => {
     });
     assert.equal(run.status, 0, run.stderr);
     assert.doesNotMatch(`${run.stdout}${run.stderr}`, /EBADENGINE/);
+  });
+});
+
+/**
+ * monitoring/prometheus/prometheus.yml for the Compose stack: the flashsale
+ * job finds every app replica through Docker's DNS instead of one static
+ * target, and each replica keeps its own `instance` (its address).
+ */
+async function composePrometheus() {
+  type Job = { job_name: string; static_configs?: { targets: string[]; labels: Record<string, string> }[] };
+  const config = parse(read('monitoring/prometheus/prometheus.yml')) as { scrape_configs: Job[] };
+  const job = config.scrape_configs.find((j) => j.job_name === 'flashsale')!;
+  const { targets, labels } = job.static_configs![0]!;
+  const [host, port] = targets[0]!.split(':');
+  delete job.static_configs;
+  Object.assign(job, {
+    dns_sd_configs: [{ names: [host], type: 'A', port: Number(port), refresh_interval: '5s' }],
+    relabel_configs: Object.entries(labels)
+      .filter(([name]) => name !== 'instance')
+      .map(([name, value]) => ({ target_label: name, replacement: value })),
+  });
+  const header =
+    '# Generated from monitoring/prometheus/prometheus.yml by `npm run compose`: edit that file, never this one.\n';
+  const options = await resolveConfig(`${root}deploy/compose/prometheus.yml`);
+  return format(header + stringify(config, { lineWidth: 0 }), { ...options, parser: 'yaml' });
+}
+
+describe('docker-compose.yml, several app replicas', () => {
+  it('runs the app as several replicas behind HAProxy, which sends to every replica on the app port and is the only proxy the app trusts', () => {
+    const { services, networks } = compose();
+    const app = services.app!;
+    assert.ok((app.deploy?.replicas ?? 1) >= 2, 'one app replica');
+    assert.equal(app.ports, undefined, 'a published app port clashes between replicas');
+    const lb = services.lb!;
+    assert.ok(lb.volumes?.includes('./deploy/compose/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro,z'));
+    const haproxy = read('deploy/compose/haproxy.cfg');
+    const template = /^ {2}server-template app (\d+) (\w+):(\d+) check resolvers docker/m.exec(haproxy);
+    assert.ok(template, 'no server-template for the app');
+    assert.ok(Number(template[1]) >= app.deploy!.replicas!);
+    assert.equal(template[2], 'app');
+    assert.equal(template[3], app.environment!.PORT);
+    const lbAddress = lb.networks!.default!.ipv4_address!;
+    assert.equal(loadConfig(app.environment).TRUST_PROXY, lbAddress);
+    assert.ok(lbAddress.startsWith(networks.default.ipam.config[0]!.subnet.split('.').slice(0, 2).join('.')));
+  });
+
+  it("Prometheus discovers every replica by DNS: deploy/compose/prometheus.yml is monitoring/'s config so changed (UPDATE_COMPOSE=1 rewrites it), and promtool accepts it", async () => {
+    const { services } = compose();
+    assert.ok(
+      services.prometheus!.volumes!.includes('./deploy/compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro,z'),
+    );
+    const generated = await composePrometheus();
+    if (process.env.UPDATE_COMPOSE === '1') writeFileSync(`${root}deploy/compose/prometheus.yml`, generated);
+    assert.equal(read('deploy/compose/prometheus.yml'), generated, 'drifted from monitoring/: run npm run compose');
+    const check = spawnSync('promtool', ['check', 'config', `${root}deploy/compose/prometheus.yml`], {
+      encoding: 'utf8',
+    });
+    assert.equal(check.status, 0, check.stderr + check.stdout);
   });
 });

@@ -38,6 +38,8 @@ describe('configuration', () => {
     ['ATTEMPTS_RETENTION', '30'],
     ['ATTEMPTS_RETENTION', '1w'],
     ['DATABASE_MIGRATION_URL', 'mysql://x'],
+    ['REDIS_CLUSTER_NODES', 'redis://127.0.0.1:7000,http://127.0.0.1:7001'],
+    ['TRUST_PROXY', '10.0.0.0/33'],
   ] as const) {
     it(`a bad ${name} ("${value}") stops start-up with one line naming it`, () => {
       assert.throws(

@@ -11,12 +11,20 @@
  * the run_id of the server this connection reached (read on every new
  * connection before any script runs), and state loaded into another server
  * process is never trusted: it is rebuilt from PostgreSQL first.
+ *
+ * REDIS_URL may name one server or any node of a Redis Cluster: the first
+ * connection reads INFO cluster and, on a cluster, hands over to the cluster
+ * client (cluster.ts), which checks each sale against the run_id of the node
+ * owning the sale's slot.
  */
+import { EventEmitter } from 'node:events';
+
 import { createClient, ErrorReply } from 'redis';
 
 import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
 import { children, type Metrics } from '../metrics/metrics.js';
+import { clusterNodes, newCluster, type ClusterNodes } from './cluster.js';
 import {
   SCRIPTS,
   type CheckoutInput,
@@ -28,6 +36,9 @@ import {
 } from './scripts.js';
 import type { QueueKeys, SaleKeys } from './keys.js';
 
+/** Reconnect forever, backing off to at most one attempt a second. */
+const reconnectStrategy = (retries: number) => Math.min(50 * 2 ** retries, 1000);
+
 export function createRedis(config: Config, metrics: Metrics, onError: (err: Error) => void) {
   const client = createClient({
     url: config.REDIS_URL,
@@ -35,11 +46,19 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     scripts: SCRIPTS,
     socket: {
       connectTimeout: config.DEPENDENCY_TIMEOUT_MS,
-      // Reconnect forever, backing off to at most one attempt a second.
-      reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 1000),
+      reconnectStrategy,
     },
   });
   client.on('error', onError);
+  // Single server or cluster is known after the first connection; until then
+  // every command fails as Redis being unavailable. `ready` is emitted once it
+  // is known, and again whenever a connection is ready after an outage.
+  const events = new EventEmitter<{ ready: [] }>();
+  let decided = false;
+  let cluster: ReturnType<typeof newCluster> | undefined;
+  let nodes: ClusterNodes | undefined;
+  let closed = false;
+  client.on('ready', () => decided && !nodes && events.emit('ready'));
   // Command timeouts: node-redis's per-command `timeout` option builds an
   // AbortSignal per call (4% of the service's CPU under load). Instead, one
   // sweep every tenth of the timeout fails commands past their deadline.
@@ -67,14 +86,22 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
       });
     } catch (err) {
       failures(name).inc();
-      throw serverDown(err) ? unavailable('redis') : err;
+      if (!serverDown(err)) throw err;
+      nodes?.refresh(); // a node unreachable in a cluster may have been replaced
+      throw unavailable('redis');
     } finally {
       pending.delete(entry!);
       end();
     }
   }
 
-  const command = <T>(name: string, args: string[]) => timed(name, client.sendCommand(args) as Promise<T>);
+  const send = (args: string[]): Promise<unknown> =>
+    nodes
+      ? nodes.send(args)
+      : decided
+        ? client.sendCommand(args)
+        : Promise.reject(new Error('Redis not connected yet'));
+  const command = <T>(name: string, args: string[]) => timed(name, send(args) as Promise<T>);
 
   // The run_id of the server this connection reached. Forgotten on every new
   // connection, and read again (INFO) before the first script on it.
@@ -104,53 +131,129 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     return typeof id === 'string' ? timed(name, call(id)) : id.then((known) => timed(name, call(known)));
   }
 
+  const isReady = () =>
+    nodes ? cluster!.masters.length > 0 && cluster!.masters.every((m) => m.client?.isReady) : decided && client.isReady;
   const ping = () =>
-    client.isReady
-      ? command('ping', ['PING']).then(
+    isReady()
+      ? (nodes ? timed('ping', nodes.pingAll()) : command('ping', ['PING'])).then(
           () => true,
           () => false,
         )
       : Promise.resolve(false);
   metrics.produce(['redis_up'], async ([up]) => up.set((await ping()) ? 1 : 0));
 
+  /** Switches to the cluster client; the single-server connection is dropped. */
+  async function useCluster() {
+    const c = newCluster(config, reconnectStrategy);
+    c.on('error', onError);
+    c.on('node-error', onError);
+    c.on('node-ready', () => nodes && events.emit('ready'));
+    cluster = c;
+    client.destroy();
+    for (let retries = 0; !closed; retries++) {
+      try {
+        await c.connect();
+        break;
+      } catch (err) {
+        onError(err as Error);
+        await new Promise((r) => setTimeout(r, reconnectStrategy(retries)));
+      }
+    }
+    nodes = clusterNodes(c);
+  }
+
+  /** The single-server client, or the cluster client that routes by the first key. */
+  const routed = () => cluster ?? client;
+
   return {
+    /** The single-server client (closed in cluster mode: use `command` and `scripts`). */
     client,
+    /** `ready`: Redis can be used (again). */
+    events,
     command,
     /** The scripts, one typed entry each (src/redis/scripts.ts). */
     scripts: {
-      checkout: (p: CheckoutInput) => onServer('checkout', (id) => client.checkout(p, id)),
-      purchase: (p: PurchaseInput) => onServer('purchase', (id) => client.purchase(p, id)),
-      release: (p: ReleaseInput) => timed('release', client.release(p)),
-      unlock: (key: string, token: string) => timed('unlock', client.unlock(key, token)),
-      sync: (p: SyncInput) => timed('sync', client.sync(p)),
-      reclaim: (keys: SaleKeys, index: number, seen: string) => timed('reclaim', client.reclaim(keys, index, seen)),
-      queueJoin: (p: QueueJoinInput) => timed('queue_join', client.queueJoin(p)),
-      queueAdvance: (p: QueueAdvanceInput) => timed('queue_advance', client.queueAdvance(p)),
-      queueRead: (keys: QueueKeys) => timed('queue_read', client.queueRead(keys)),
+      checkout: (p: CheckoutInput) =>
+        nodes
+          ? timed(
+              'checkout',
+              nodes.onOwner(p.keys.ready, (node, id) => node.checkout(p, id)),
+            )
+          : onServer('checkout', (id) => client.checkout(p, id)),
+      purchase: (p: PurchaseInput) =>
+        nodes
+          ? timed(
+              'purchase',
+              nodes.onOwner(p.keys.ready, (node, id) => node.purchase(p, id)),
+            )
+          : onServer('purchase', (id) => client.purchase(p, id)),
+      release: (p: ReleaseInput) => timed('release', routed().release(p)),
+      unlock: (key: string, token: string) => timed('unlock', routed().unlock(key, token)),
+      sync: (p: SyncInput) => timed('sync', routed().sync(p)),
+      reclaim: (keys: SaleKeys, index: number, seen: string) => timed('reclaim', routed().reclaim(keys, index, seen)),
+      queueJoin: (p: QueueJoinInput) => timed('queue_join', routed().queueJoin(p)),
+      queueAdvance: (p: QueueAdvanceInput) => timed('queue_advance', routed().queueAdvance(p)),
+      queueRead: (keys: QueueKeys) => timed('queue_read', routed().queueRead(keys)),
     },
     /**
-     * Whether a sale's state in Redis was loaded into this very server; marks
-     * it so when `mark` (the end of a rebuild). Anything else is rebuilt first.
+     * Whether a sale's state in Redis was loaded into this very server (on a
+     * cluster: the node owning the sale's slot); marks it so when `mark` (the
+     * end of a rebuild). Anything else is rebuilt first.
      */
     async loaded(keys: SaleKeys): Promise<boolean> {
+      if (nodes) {
+        return timed(
+          'get',
+          nodes.onOwner(keys.ready, async (node, id) => (await node.get(keys.ready)) === id),
+        );
+      }
       const id = await server();
       return (await command<string | null>('get', ['GET', keys.ready])) === id;
     },
     async markLoaded(keys: SaleKeys, expireAtMs: number) {
+      if (nodes) {
+        await timed(
+          'set',
+          nodes.onOwner(keys.ready, (node, id) =>
+            node.set(keys.ready, id, { expiration: { type: 'PXAT', value: expireAtMs } }),
+          ),
+        );
+        return;
+      }
       const id = await server();
       await command('set', ['SET', keys.ready, id, 'PXAT', String(expireAtMs)]);
     },
-    isReady: () => client.isReady,
+    isReady,
     /**
      * Whether Redis answers a PING within the command deadline. A connection
      * can look ready while the server behind it is stopped or partitioned.
      */
     ping,
-    connect: () => client.connect(),
+    /**
+     * Connects (retrying until Redis answers), then reads INFO cluster once:
+     * on a cluster, hands over to the cluster client seeded with this node.
+     */
+    async connect() {
+      await client.connect();
+      let info: string | undefined;
+      while (!closed && info === undefined) {
+        info = await (client.sendCommand(['INFO', 'cluster']) as Promise<string>).catch(async () => {
+          await new Promise((r) => setTimeout(r, 1000));
+          return undefined;
+        });
+      }
+      if (closed) return;
+      if (/^cluster_enabled:1/m.test(info!)) await useCluster();
+      decided = true;
+      events.emit('ready');
+    },
     /** Waits for replies to commands already sent; a client still trying to connect is just dropped. */
     async close() {
+      closed = true;
       clearInterval(sweeper);
-      if (client.isReady) await client.close();
+      // A node still reconnecting (a dead master not yet replaced) would hold close() for ever.
+      if (cluster) await (isReady() ? cluster.close() : cluster.isOpen ? cluster.destroy() : undefined);
+      else if (client.isReady) await client.close();
       else if (client.isOpen) client.destroy();
     },
   };

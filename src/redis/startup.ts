@@ -33,7 +33,7 @@ export async function redisReady(redis: Redis, config: Config, log: Logger) {
   redis.connect().catch(() => {}); // resolves once connected; retries by itself until then
   await new Promise((resolve) => {
     const wait = setTimeout(resolve, config.DEPENDENCY_TIMEOUT_MS);
-    redis.client.once('ready', () => resolve(clearTimeout(wait)));
+    redis.events.once('ready', () => resolve(clearTimeout(wait)));
   });
   if (redis.isReady()) await checkEvictionPolicy(redis, config, log);
 }
