@@ -191,6 +191,20 @@ export const rows: Row[] = [
         ],
       },
       {
+        title: 'Auth rejections by reason, and operator API requests',
+        type: 'timeseries',
+        unit: 'reqps',
+        description:
+          'With AUTH=jwt: buyer requests refused, by reason (401 for a bad or missing token, 403 user_mismatch and code_owner, 503 keys_unavailable); FlashsaleAuthRejectionsSpike fires on their sum. Then requests to /admin/ by action and result (a series appears with its first request): refused ones (unauthenticated, forbidden) are probes; pause, resume and end are the kill switch being used (docs/security.md).',
+        targets: [
+          q(`sum by (reason) (rate(auth_rejections_total{${HTTP}}[$__rate_interval]))`, 'auth {{reason}}'),
+          q(
+            `sum by (action, result) (rate(admin_requests_total{${HTTP}}[$__rate_interval]))`,
+            'admin {{action}} {{result}}',
+          ),
+        ],
+      },
+      {
         title: 'Error budgets remaining (last 30 days)',
         type: 'stat',
         unit: 'percentunit',

@@ -9,7 +9,9 @@ import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 
 import type { App } from '../src/app.js';
+import { offsetClock } from '../src/clock.js';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { saleKeys } from '../src/redis/keys.js';
 import { itemId, json, testEnv, type TestEnv } from './helpers.js';
 import {
   AUDIENCE,
@@ -72,6 +74,72 @@ describe('POST /checkout and POST /purchase with AUTH=jwt', () => {
     assert.equal(res.statusCode, 403);
     assert.deepEqual(json<{ error: { code: string; field: string } }>(res).error.field, 'user_id');
     assert.equal(await rejections(app, 'user_mismatch'), before + 1);
+  });
+
+  describe("POST /purchase with another user's code (user B's token, user A's code)", () => {
+    const purchase = (code: string, headers: Record<string, string>, on = app) =>
+      on.inject({ method: 'POST', url: `/purchase?code=${code}`, headers });
+    /** B spends A's code: 403 FORBIDDEN naming `code`, counted once as code_owner. */
+    const assertRefused = async (code: string, on = app) => {
+      const before = await rejections(on, 'code_owner');
+      const res = await purchase(code, bob, on);
+      assert.equal(res.statusCode, 403, res.body);
+      assert.deepEqual(json<{ error: { code: string; field: string } }>(res).error, {
+        code: 'FORBIDDEN',
+        message: "the code was checked out by another user than the token's sub",
+        field: 'code',
+      });
+      assert.equal(await rejections(on, 'code_owner'), before + 1);
+    };
+    const bought = async (code: string) =>
+      (await env.pg.query('SELECT 1 FROM purchases WHERE code = $1', [code])).rowCount;
+    let alice: Record<string, string>;
+    let bob: Record<string, string>;
+    before(async () => {
+      alice = bearer(await sign(k1, { sub: 'alice' }));
+      bob = bearer(await sign(k1, { sub: 'bob' }));
+    });
+
+    it('answers 403 FORBIDDEN, counted as code_owner; nothing is bought, and A still buys', async () => {
+      const { code } = json<{ code: string }>(await checkout(alice));
+      await assertRefused(code);
+      assert.equal(await bought(code), 0);
+      const keys = saleKeys(env.config.REDIS_PREFIX, sale);
+      assert.equal(await app.deps.redis.command('exists', ['EXISTS', keys.purchaseLock(code)]), 0, 'no lock left');
+      const res = await purchase(code, alice);
+      assert.equal(res.statusCode, 200, res.body);
+      assert.equal(json<{ user_id: string }>(res).user_id, 'alice');
+    });
+
+    it("answers 403 when A's purchase is already made (no replay of A's purchase to B)", async () => {
+      const { code } = json<{ code: string }>(await checkout(alice));
+      assert.equal((await purchase(code, alice)).statusCode, 200);
+      await assertRefused(code);
+    });
+
+    it('answers 403 for a code Redis lost (found in PostgreSQL), without putting it back; A still buys', async () => {
+      const { code } = json<{ code: string }>(await checkout(alice));
+      const keys = saleKeys(env.config.REDIS_PREFIX, sale);
+      await app.deps.redis.command('hdel', ['HDEL', keys.owners, code]);
+      await assertRefused(code);
+      assert.equal(await app.deps.redis.command('hexists', ['HEXISTS', keys.owners, code]), 0);
+      assert.equal(await bought(code), 0);
+      assert.equal((await purchase(code, alice)).statusCode, 200);
+    });
+
+    it("after the sale ended: 403 for A's bought and unbought codes; A still gets the replay and 410", async () => {
+      const clock = offsetClock();
+      const later = await env.app({ clock });
+      const used = json<{ code: string }>(await checkout(alice)).code;
+      const unused = json<{ code: string }>(await checkout(alice)).code;
+      const first = await purchase(used, alice);
+      assert.equal(first.statusCode, 200, first.body);
+      clock.advance(3600 * 1000);
+      await assertRefused(used, later);
+      await assertRefused(unused, later);
+      assert.equal((await purchase(used, alice, later)).body, first.body);
+      assert.equal((await purchase(unused, alice, later)).statusCode, 410);
+    });
   });
 
   const attacks: [story: string, reason: string, token: () => Promise<string | undefined>][] = [

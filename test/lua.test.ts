@@ -19,7 +19,7 @@ describe('Lua scripts, run directly against Redis', () => {
   const off = { ownRate: 0, ownBurst: 1, ipRate: 0, ipBurst: 1 };
   const checkout = (user: string, index: number, newCode = `${sale}-${user}${index}`, limits = off) =>
     scripts().checkout({ keys, userId: user, index, ip: 'ip', newCode, userLimit: 2, now: 1_000_000, limits });
-  const purchase = (code: string, token = 'tok', bucket = { rate: 0, charge: true }) =>
+  const purchase = (code: string, token = 'tok', bucket = { rate: 0, charge: true }, buyer?: string) =>
     scripts().purchase({
       keys,
       code,
@@ -30,6 +30,7 @@ describe('Lua scripts, run directly against Redis', () => {
       now: 1000,
       limits: { ...off, ownRate: bucket.rate },
       charge: bucket.charge,
+      buyer,
     });
   const reserved = { status: 'reserved', userId: 'u', index: 1, slot: 1, at: 1000 } as const;
 
@@ -109,6 +110,38 @@ describe('Lua scripts, run directly against Redis', () => {
     await purchase('c1');
     await scripts().unlock(keys.purchaseLock('c1'), 'tok');
     assert.deepEqual(await purchase('c1', 'tok2'), { ...reserved, fresh: false });
+  });
+
+  it("purchase-7: a buyer other than the code's owner is not_owner: nothing locked or reserved, the code's bucket untouched", async () => {
+    await checkout('u', 1, 'c1');
+    const exists = (key: string) => app.deps.redis.command('exists', ['EXISTS', key]);
+    assert.deepEqual(await purchase('c1', 'tok', { rate: 1, charge: true }, 'v'), { status: 'not_owner' });
+    assert.equal(await exists(keys.purchaseLock('c1')), 0);
+    assert.equal(await exists(keys.codeBucket('c1')), 0, 'knowing a code does not rate-limit its owner');
+    assert.deepEqual(await hash(keys.sold), []);
+    assert.deepEqual(await hash(keys.users), []);
+    assert.deepEqual(await purchase('nobody', 'tok', undefined, 'v'), { status: 'unknown_code' });
+    // burst 1: the owner's one token is still there
+    assert.deepEqual(await purchase('c1', 'tok', { rate: 1, charge: true }, 'u'), { ...reserved, fresh: true });
+  });
+
+  it("purchase-7: a buyer other than the code's owner is charged to the client IP's bucket", async () => {
+    await checkout('u', 1, 'c1');
+    const byIp = (buyer: string) =>
+      scripts().purchase({
+        keys,
+        code: 'c1',
+        ip: 'ip',
+        userLimit: 2,
+        token: 'tok',
+        lockTtlMs: 3000,
+        now: 1000,
+        limits: { ...off, ipRate: 1, ipBurst: 1 },
+        charge: true,
+        buyer,
+      });
+    assert.deepEqual(await byIp('v'), { status: 'not_owner' });
+    assert.equal((await byIp('v')).status, 'rate_limited');
   });
 
   it('release-3: gives back only its own reservation, and unlocks only with the owner token', async () => {

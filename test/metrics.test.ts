@@ -239,6 +239,7 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
         'UNAVAILABLE',
         'INTERNAL',
         'UNAUTHENTICATED',
+        'FORBIDDEN',
         'SALE_PAUSED',
       ],
     };

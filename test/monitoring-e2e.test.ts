@@ -122,6 +122,7 @@ describe('the monitoring stack against a real Prometheus', () => {
       await post('/checkout?user_id=bad%20user'); // bad requests
       await fetch(`${base}/no/such/path`);
     }
+    await fetch(`${base}/admin/sales`); // no operator token: 401, counted in admin_requests_total
     const up = await waitFor(
       'two scrapes',
       async () => {

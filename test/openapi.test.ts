@@ -324,6 +324,8 @@ describe('GET /openapi.json', () => {
     await nobody('POST', `/checkout?id=${item(50)}`, '/checkout', 401);
     await nobody('POST', `/purchase?code=${sale}-${'0'.repeat(32)}`, '/purchase', 401);
     const code = json<{ code: string }>(await buyer('POST', `/checkout?id=${item(51)}`, '/checkout', 200)).code;
+    const stranger = as(bearer(await sign(key, { sub: 'stranger' })));
+    await stranger('POST', `/purchase?code=${code}`, '/purchase', 403); // the buyer's code, another user's token
 
     const later = offsetClock();
     const afterWindow = await env.app({ clock: later, env: { ADMIN_TOKENS: token } });

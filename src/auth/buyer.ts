@@ -20,6 +20,10 @@ declare module 'fastify' {
     /** The verifier of AUTH=jwt (undefined when off), shared by the buyer check and the operator API. */
     auth: { verifier?: Verifier; buyer: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown> };
   }
+  interface FastifyRequest {
+    /** AUTH=jwt: the verified buyer (the token's sub); undefined when AUTH=off. */
+    buyer: string | undefined;
+  }
 }
 
 const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i;
@@ -56,7 +60,8 @@ function createBuyerCheck(verifier: Verifier, metrics: Infra['metrics']) {
       }
       return unauthenticated(reply, `bearer token ${reason.replace(/_/g, ' ')}`, token !== undefined);
     }
-    if (request.routeOptions.config.name !== 'checkout') return; // purchase: the code names its buyer
+    request.buyer = sub;
+    if (request.routeOptions.config.name !== 'checkout') return; // purchase: the code must be the buyer's
     const query = request.query as Record<string, unknown>;
     if (query.user_id === undefined) query.user_id = sub;
     else if (query.user_id !== sub) {
@@ -72,6 +77,7 @@ function createBuyerCheck(verifier: Verifier, metrics: Infra['metrics']) {
 /** Sets up AUTH from config: the buyer check and, with JWKS, the periodic key refresh. */
 export function registerAuth(app: FastifyInstance, deps: Pick<Infra, 'config' | 'metrics' | 'log'>) {
   const { config, metrics, log } = deps;
+  app.decorateRequest('buyer', undefined);
   if (config.AUTH === 'off') {
     app.decorate('auth', { buyer: async () => {} });
     return;

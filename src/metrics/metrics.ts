@@ -48,6 +48,7 @@ export const PURCHASE_FAILURE_REASONS = [
   'UNAVAILABLE',
   'INTERNAL',
   'UNAUTHENTICATED',
+  'FORBIDDEN', // AUTH=jwt: the code is another user's
   'SALE_PAUSED',
 ] as const satisfies readonly ErrorCode[];
 
@@ -65,6 +66,7 @@ export const AUTH_REJECTION_REASONS = [
   'claims', // sub or exp missing, or another claim invalid
   'subject', // sub is not a valid user id
   'user_mismatch', // user_id sent and not the token's sub (403)
+  'code_owner', // purchase with a code checked out by another user than the token's sub (403)
   'keys_unavailable', // no key set could be fetched (503)
 ] as const;
 export type AuthRejection = (typeof AUTH_REJECTION_REASONS)[number];

@@ -14,7 +14,7 @@ import { imageUrl, itemName } from '../sale/catalog.js';
 import type { Sales } from '../sale/sales.js';
 import type { SoldCache } from '../sale/sold-cache.js';
 
-export type PurchaseDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'locks' | 'ids' | 'clock'> & {
+export type PurchaseDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'locks' | 'ids' | 'clock' | 'metrics'> & {
   sales: Sales;
   soldCache: SoldCache;
 };
@@ -34,7 +34,7 @@ type Answer = { outcome: 'success' | 'replay'; body: ReturnType<typeof body> };
 const replay = (p: PurchaseRow): Answer => ({ outcome: 'replay', body: body(p) });
 
 export function createPurchase(deps: PurchaseDeps) {
-  const { config, data, redis, locks, ids, sales, clock, soldCache } = deps;
+  const { config, data, redis, locks, ids, sales, clock, soldCache, metrics } = deps;
   const limits: RateLimits = {
     ownRate: config.RATE_LIMIT_USER_PER_SEC,
     ownBurst: config.RATE_LIMIT_USER_BURST,
@@ -43,10 +43,30 @@ export function createPurchase(deps: PurchaseDeps) {
   };
   const indexOf = (itemId: string) => ids.parseItemId(itemId).index;
 
+  /**
+   * AUTH=jwt: a code spent by another user than its owner is refused, else a
+   * verified user holding someone's code would buy for them. The same check
+   * as purchase-7.lua's, for the answers PostgreSQL gives.
+   */
+  function checkOwner(buyer: string | undefined, owner: string) {
+    if (buyer === undefined || buyer === owner) return;
+    throw notOwner();
+  }
+  function notOwner() {
+    metrics.authRejections.inc({ reason: 'code_owner' });
+    return new AppError(
+      'FORBIDDEN',
+      "the code was checked out by another user than the token's sub",
+      undefined,
+      'code',
+    );
+  }
+
   /** Puts back into Redis a code PostgreSQL issued but Redis lost; false if PostgreSQL never issued it. */
-  async function adopt(keys: SaleKeys, saleId: string, code: string): Promise<boolean> {
+  async function adopt(keys: SaleKeys, saleId: string, code: string, buyer: string | undefined): Promise<boolean> {
     const issued = await data.attempts.findCode(saleId, code);
     if (!issued) return false;
+    checkOwner(buyer, issued.userId);
     const field = `${issued.userId}|${indexOf(issued.itemId)}`;
     await Promise.all([
       redis.command('hset', ['HSET', keys.owners, code, field]),
@@ -145,7 +165,7 @@ export function createPurchase(deps: PurchaseDeps) {
   }
 
   /** A purchase in a sale that is open: reserve in Redis, confirm in PostgreSQL, retrying what can be repaired. */
-  async function buyInOpenSale(code: string, saleId: string, ip: string): Promise<Answer> {
+  async function buyInOpenSale(code: string, saleId: string, ip: string, buyer: string | undefined): Promise<Answer> {
     const input: PurchaseInput = {
       keys: saleKeys(config.REDIS_PREFIX, saleId),
       code,
@@ -156,6 +176,7 @@ export function createPurchase(deps: PurchaseDeps) {
       now: 0,
       limits,
       charge: true,
+      buyer,
     };
     const lockWaitEnds = Date.now() + config.DEPENDENCY_TIMEOUT_MS;
     const retriesLeft = { rebuild: 1, adopt: 1, conflict: MAX_CONFLICT_RETRIES };
@@ -176,7 +197,7 @@ export function createPurchase(deps: PurchaseDeps) {
           await sales.rebuild(saleId);
           break;
         case 'unknown_code':
-          if (retriesLeft.adopt-- === 0 || !(await adopt(input.keys, saleId, code))) {
+          if (retriesLeft.adopt-- === 0 || !(await adopt(input.keys, saleId, code, buyer))) {
             throw new AppError('CODE_NOT_FOUND');
           }
           break;
@@ -194,6 +215,8 @@ export function createPurchase(deps: PurchaseDeps) {
           throw new AppError('USER_LIMIT_REACHED', String(config.USER_LIMIT));
         case 'rate_limited':
           throw new AppError('RATE_LIMITED', '', Math.max(1, Math.ceil(r.retryMs / 1000)));
+        case 'not_owner':
+          throw notOwner();
       }
     }
   }
@@ -205,21 +228,27 @@ export function createPurchase(deps: PurchaseDeps) {
   }
 
   /** A code of a sale that has ended: its purchase replays, anything else is refused. */
-  async function afterSaleEnded(code: string, saleId: string): Promise<Answer> {
+  async function afterSaleEnded(code: string, saleId: string, buyer: string | undefined): Promise<Answer> {
     const stored = await data.purchases.findByCode(code);
-    if (stored) return replay(stored);
-    if (await data.attempts.findCode(saleId, code)) throw new AppError('SALE_ENDED', saleId);
-    throw new AppError('CODE_NOT_FOUND');
+    if (stored) {
+      checkOwner(buyer, stored.userId);
+      return replay(stored);
+    }
+    const issued = await data.attempts.findCode(saleId, code);
+    if (!issued) throw new AppError('CODE_NOT_FOUND');
+    checkOwner(buyer, issued.userId);
+    throw new AppError('SALE_ENDED', saleId);
   }
 
   return {
-    async purchase(input: { code: string; ip: string }): Promise<Answer> {
+    /** `buyer`: AUTH=jwt's verified user, who must own the code (403 otherwise); undefined when AUTH=off. */
+    async purchase(input: { code: string; ip: string; buyer?: string }): Promise<Answer> {
       const saleId = ids.saleIdOfCode(input.code);
       const window = ids.windowOf(saleId);
       const now = clock.now();
       if (!window || now < window.startsAt) throw new AppError('CODE_NOT_FOUND');
-      if (now >= window.endsAt) return afterSaleEnded(input.code, saleId);
-      return buyInOpenSale(input.code, saleId, input.ip);
+      if (now >= window.endsAt) return afterSaleEnded(input.code, saleId, input.buyer);
+      return buyInOpenSale(input.code, saleId, input.ip, input.buyer);
     },
   };
 }

@@ -15,7 +15,7 @@ export function purchaseRoutes(
 ) {
   app.withTypeProvider<TypeBoxTypeProvider>().post('/purchase', {
     config: { name: 'purchase' },
-    preValidation: buyer, // AUTH=jwt: a verified buyer (the code names whose purchase it is)
+    preValidation: buyer, // AUTH=jwt: a verified buyer, who must own the code (403 otherwise)
     // The operator's kill switch, then the waiting room's ticket check when it is on.
     preHandler: deps.admission ? [saleOpen, deps.admission] : saleOpen,
     schema: {
@@ -48,6 +48,7 @@ export function purchaseRoutes(
           SALE_ENDED:
             "the code's sale has ended (its window passed, or an operator ended it) and the code bought nothing",
           UNAUTHENTICATED: 'with `AUTH=jwt`: no bearer token, or one that does not verify',
+          FORBIDDEN: "with `AUTH=jwt`: the code was checked out by another user than the token's `sub`",
           SALE_PAUSED: 'an operator paused the sale and this code has not bought',
           RATE_LIMITED: 'too many purchases with this code or from this client address',
           UNAVAILABLE:
@@ -56,7 +57,8 @@ export function purchaseRoutes(
       ),
     },
     handler: async (request) => {
-      const { outcome, body } = await deps.purchase.purchase({ code: request.query.code, ip: request.ip });
+      const { code } = request.query;
+      const { outcome, body } = await deps.purchase.purchase({ code, ip: request.ip, buyer: request.buyer });
       request.outcome = outcome === 'success' ? 'OK' : 'REPLAY';
       return body;
     },

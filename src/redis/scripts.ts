@@ -93,10 +93,12 @@ export interface PurchaseInput {
   limits: RateLimits;
   /** False when the same request calls again: one request spends one token. */
   charge: boolean;
+  /** AUTH=jwt: the verified buyer, who must own the code; absent when AUTH=off. */
+  buyer?: string;
 }
 export type PurchaseResult =
   | { status: 'reserved'; userId: string; index: number; slot: number; at: number; fresh: boolean }
-  | { status: 'not_ready' | 'unknown_code' | 'locked' | 'user_full' }
+  | { status: 'not_ready' | 'unknown_code' | 'locked' | 'user_full' | 'not_owner' }
   | { status: 'item_sold'; index: number }
   | { status: 'rate_limited'; retryMs: number };
 
@@ -115,7 +117,7 @@ const purchase = defineScript({
       k.ipBucket(p.ip),
     ]);
     parser.push(serverId, p.code, String(p.userLimit), p.token, String(p.lockTtlMs), String(p.now));
-    parser.push(...limitArgs(p.limits), p.charge ? '1' : '0');
+    parser.push(...limitArgs(p.limits), p.charge ? '1' : '0', p.buyer ?? '');
   },
   transformReply(reply: Reply): PurchaseResult {
     switch (reply[0]) {
@@ -138,6 +140,8 @@ const purchase = defineScript({
         return { status: 'user_full' };
       case 5:
         return { status: 'rate_limited', retryMs: Number(reply[1]) };
+      case 6:
+        return { status: 'not_owner' };
       default:
         return { status: 'not_ready' };
     }

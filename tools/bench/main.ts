@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 
 import { cpuSeconds, family, latencyBuckets, metricSum, peakRssMb, quantile, wrk, type WrkResult } from './measure.js';
 import { pinnedBench } from './pinned.js';
+import { jwtLoad, verificationShares } from './auth.js';
 import { instrumentationShare } from './profile.js';
 import { freePort, machine, root, startHello, startService } from './service.js';
 
@@ -61,9 +62,16 @@ interface Row {
 }
 
 /** One load against a fresh database and a fresh service. */
-async function scenario(name: string, script: string, workers: number, profileDir?: string): Promise<Row> {
+async function scenario(
+  name: string,
+  script: string,
+  workers: number,
+  profileDir?: string,
+  /** More environment, for the service and wrk alike (AUTH=jwt: tools/bench/auth.ts). */
+  env: Record<string, string> = {},
+): Promise<Row> {
   const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const service = await startService({ workers, nodeFlags: flags });
+  const service = await startService({ workers, nodeFlags: flags, env });
   const { base, sale, coldStartMs } = service;
   try {
     const creation =
@@ -73,7 +81,7 @@ async function scenario(name: string, script: string, workers: number, profileDi
     const cpuBefore = cpuSeconds(pids);
     const before = await latencyBuckets(base);
     const t0 = Date.now();
-    const result = wrk(base, seconds, connections, `${here}${script}`, { SALE: sale, ITEMS: '10000' });
+    const result = wrk(base, seconds, connections, `${here}${script}`, { SALE: sale, ITEMS: '10000', ...env });
     const elapsed = (Date.now() - t0) / 1000;
     const cpuCores = (cpuSeconds(pids) - cpuBefore) / elapsed;
     // With several workers each scrape reaches one of them: the server-side
@@ -144,6 +152,29 @@ const instrumentation = instrumentationShare(join(profileDir, readdirSync(profil
 rmSync(profileDir, { recursive: true, force: true });
 log(`instrumentation: ${(instrumentation * 100).toFixed(1)}% of the service's busy CPU`);
 
+// AUTH=jwt: the same requests (stampede-jwt.lua) without and with verification,
+// then a shorter profiled run to see what verifying, and importing keys, costs.
+const jwtDir = mkdtempSync(join(tmpdir(), 'fs-bench-jwt-'));
+const jwt = await jwtLoad(jwtDir);
+const jwtOff = await scenario('stampede-jwt, AUTH=off', 'stampede-jwt.lua', 1, undefined, jwt.wrkEnv);
+const jwtOn = await scenario('stampede-jwt, AUTH=jwt', 'stampede-jwt.lua', 1, undefined, {
+  ...jwt.wrkEnv,
+  ...jwt.service,
+});
+await scenario('stampede-jwt (profiled)', 'stampede-jwt.lua', 1, jwtDir, { ...jwt.wrkEnv, ...jwt.service });
+const verification = verificationShares(
+  join(
+    jwtDir,
+    readdirSync(jwtDir).find((f) => f.endsWith('.cpuprofile'))!,
+  ),
+);
+rmSync(jwtDir, { recursive: true, force: true });
+rows.push(jwtOff, jwtOn);
+/** The service's CPU time per answered request, in µs. */
+const cpuPerRequest = (r: Row) => (r.cpuCores * seconds * 1e6) / r.wrk.requests;
+const verifyUs = cpuPerRequest(jwtOn) - cpuPerRequest(jwtOff);
+log(`AUTH=jwt: ${verifyUs.toFixed(0)} µs of CPU per request`);
+
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
 const lines = [
@@ -164,6 +195,8 @@ const lines = [
   `Creating a 10,000-item sale: ${f(stampede.saleCreationMs, 0)} ms. Cold start to healthy: ${f(stampede.coldStartMs, 0)} ms.`,
   '',
   `Instrumentation (prom-client and the service's metrics code, in a CPU profile of a stampede): ${f(instrumentation * 100)}% of the service's busy CPU (aim: under 10%).`,
+  '',
+  `AUTH=jwt (RS256, AUTH_PUBLIC_KEY; stampede-jwt.lua sends the same requests, bearer token included, to both): the service spends ${f(cpuPerRequest(jwtOn), 0)} µs of CPU per request with verification and ${f(cpuPerRequest(jwtOff), 0)} µs without, so verifying costs ${f(verifyUs, 0)} µs per request; ${f((jwtOn.wrk.rps / jwtOff.wrk.rps) * 100, 0)}% of the requests per second of AUTH=off. In a CPU profile of it, jose's verification takes ${f(verification.verify * 100)}% of the service's busy CPU, of which importing keys ${f(verification.importing * 100)}% (to be paid once per key and algorithm, not per token).`,
   '',
   '| target | measured | |',
   '|---|---|---|',

@@ -119,3 +119,31 @@ export function moduleBreakdown(file: string, skipMs = 0, topN = 10): Breakdown 
     .map(([name, t]) => ({ name, share: t / busy }));
   return { modules, top };
 }
+
+type Frame = ProfileNode['callFrame'];
+
+/**
+ * For each test, the share of the busy CPU whose stack holds a frame it
+ * accepts (inclusive time: a function and everything it calls).
+ */
+export function profileShare(file: string, tests: ((frame: Frame) => boolean)[], skipMs = 0): number[] {
+  const { profile, nodes, parent } = load(file);
+  const skipped = underLoad(profile, skipMs);
+  const within = (id: number, test: (frame: Frame) => boolean) => {
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      if (test(nodes.get(at)!.callFrame)) return true;
+    }
+    return false;
+  };
+  let busy = 0;
+  const spent = tests.map(() => 0);
+  profile.samples.forEach((id, i) => {
+    if (nodes.get(id)!.callFrame.functionName === '(idle)' || i < skipped) return;
+    const dt = profile.timeDeltas[i]!;
+    busy += dt;
+    tests.forEach((test, t) => {
+      if (within(id, test)) spent[t]! += dt;
+    });
+  });
+  return spent.map((s) => s / busy);
+}

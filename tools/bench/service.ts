@@ -41,7 +41,14 @@ const stop = async (child: ChildProcess) => {
 
 /** The service with a fresh sale (10,000 items unless `items`) in a fresh database (dropped by `stop`). */
 export async function startService(
-  opts: { workers?: number; cpu?: number; nodeFlags?: string[]; items?: number } = {},
+  opts: {
+    workers?: number;
+    cpu?: number;
+    nodeFlags?: string[];
+    items?: number;
+    /** More environment (AUTH=jwt: tools/bench/auth.ts). */
+    env?: Record<string, string>;
+  } = {},
 ) {
   const db = `fs_bench_${randomBytes(4).toString('hex')}`;
   const port = await freePort();
@@ -58,6 +65,7 @@ export async function startService(
       // The bench measures the service, not its abuse protection.
       RATE_LIMIT_USER_PER_SEC: '0',
       RATE_LIMIT_IP_PER_SEC: '0',
+      ...opts.env,
     },
     opts.cpu,
   );

@@ -13,28 +13,42 @@
   ARGV[7] code rate/s  ARGV[8] code burst  ARGV[9] ip rate/s  ARGV[10] ip burst
   ARGV[11] 1 to charge the buckets, 0 when the same request calls again (waiting
            for the lock, after a rebuild or a conflict): one request, one token
+  ARGV[12] the buyer the caller verified (AUTH=jwt), or '' to skip the check
 
   Returns {0, user, index, slot, purchased_at_ms, fresh} reserved, lock held
   (fresh = 1 when reserved by this call, 0 when the code already held it)
   | {-1} not ready | {1} CODE_NOT_FOUND | {2} lock held by another request
   | {3, index} ITEM_SOLD | {4} USER_LIMIT_REACHED | {5, retry_ms} RATE_LIMITED
+  | {6} the code belongs to another user than ARGV[12]: nothing locked or
+  reserved, and the code's own bucket is not charged (knowing a code must not
+  let anyone rate-limit its owner); the client IP's bucket is.
 ]]
 --@include bucket.lua
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 local now = tonumber(ARGV[6])
+local code = ARGV[2]
+local owner = redis.call('HGET', KEYS[4], code)
+local user, index
+if owner then
+  local sep = string.find(owner, '|', 1, true)
+  user, index = string.sub(owner, 1, sep - 1), string.sub(owner, sep + 1)
+end
+if ARGV[12] ~= '' and owner and user ~= ARGV[12] then
+  if ARGV[11] == '1' then
+    local wait = take(KEYS[7], tonumber(ARGV[9]), tonumber(ARGV[10]), now)
+    if wait > 0 then return {5, wait} end
+  end
+  return {6}
+end
 if ARGV[11] == '1' then
   local wait = charge(KEYS[7], KEYS[6], now, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
   if wait > 0 then return {5, wait} end
 end
 
-local code = ARGV[2]
-local owner = redis.call('HGET', KEYS[4], code)
 if not owner then return {1} end
 if not redis.call('SET', KEYS[5], ARGV[4], 'NX', 'PX', ARGV[5]) then return {2} end
 
-local sep = string.find(owner, '|', 1, true)
-local user, index = string.sub(owner, 1, sep - 1), string.sub(owner, sep + 1)
 local sold = redis.call('HGET', KEYS[2], index)
 if sold then
   local c, slot, at = string.match(sold, '^([^|]+)|([^|]+)|([^|]+)$')
