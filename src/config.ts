@@ -134,6 +134,10 @@ const schema = {
   ADMISSION_STOCK_FACTOR: { parse: integer(1, 1000), default: '2' },
   /** Joins this long before a sale starts enter its pre-queue, shuffled at the start. */
   PREQUEUE_SECONDS: { parse: integer(0, 24 * 3600), default: '60' },
+  /** fixed: admit ADMIT_PER_SEC; adaptive: start there and follow shedding and checkout p99 (src/queue/controller.ts). */
+  ADMISSION_MODE: { parse: oneOf(['fixed', 'adaptive'] as const), default: 'fixed' },
+  /** Adaptive mode slows admission while checkout's p99 latency is over this. */
+  ADMISSION_P99_TARGET_MS: { parse: integer(1, 60_000), default: '250' },
 } as const;
 
 type Schema = typeof schema;
