@@ -5,6 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
 import { responses } from '../http/schemas.js';
 import type { Ids } from '../sale/ids.js';
+import { guardErrors, ticketHeaders, ticketQuery } from '../queue/schemas.js';
 import type { Purchase } from './purchase.js';
 
 export function purchaseRoutes(
@@ -16,12 +17,14 @@ export function purchaseRoutes(
     preHandler: deps.admission, // the waiting room's ticket check, when it is on
     schema: {
       summary: 'Buy the item a checkout code names; repeating it replays the same answer',
+      headers: ticketHeaders,
       querystring: Type.Object({
         code: Type.String({
           pattern: deps.ids.patterns.code,
           maxLength: 64,
           description: 'must be a code returned by POST /checkout',
         }),
+        ...ticketQuery,
       }),
       response: responses(
         {
@@ -42,6 +45,7 @@ export function purchaseRoutes(
           ITEM_SOLD: 'the item was sold to someone else',
           USER_LIMIT_REACHED: 'the user already bought `USER_LIMIT` items of this sale',
           SALE_ENDED: "the code's sale has ended and the code bought nothing",
+          ...guardErrors,
           RATE_LIMITED: 'too many purchases with this code or from this client address',
           UNAVAILABLE:
             'Redis or PostgreSQL is unavailable, the sale state is being rebuilt, or another purchase with this code is still in progress',
