@@ -312,7 +312,7 @@ describe('GET /openapi.json', () => {
       const sale = on.deps.ids.windowAt(now).id;
       const join = async (user: string, expected = 200) =>
         json<{ ticket: string }>(await probe(on, 'POST', `/queue/join?user_id=${user}`, '/queue/join', expected));
-      const tickets = [];
+      const tickets: string[] = [];
       for (let i = 1; i <= 5; i++) tickets.push((await join(`u${i}`)).ticket);
       await join('bad%20user', 400);
       await queue.admission.tick(); // admits 4: twice the 2 items remaining
