@@ -427,6 +427,84 @@ export const rows: Row[] = [
       },
     ],
   },
+  {
+    // The waiting room (docs/waiting-room.md); flat at 0 while WAITING_ROOM=off.
+    title: 'Waiting room',
+    panels: [
+      {
+        title: 'People waiting and admitted',
+        type: 'timeseries',
+        unit: 'short',
+        description:
+          "The room's shared counters as each instance last read them (max over instances): waiting in the running sale, in the next sale's pre-queue, and admitted so far (now serving).",
+        targets: [
+          q(`max(queue_waiting{${HTTP}})`, 'waiting'),
+          q(`max(queue_prequeue_size{${HTTP}})`, 'pre-queue'),
+          q(`max(queue_now_serving{${HTTP}})`, 'now serving'),
+        ],
+      },
+      {
+        title: 'Admission rate: target and actual',
+        type: 'timeseries',
+        unit: 'short',
+        description:
+          "Target: the admitting instance's rate (ADMIT_PER_SEC, or the adaptive controller's output). Actual: admissions per second; below target when the stock bound or an empty queue holds it back.",
+        targets: [
+          q(`sum(queue_admission_rate_target{${HTTP}} * queue_admission_leader{${HTTP}})`, 'target/s'),
+          q(`sum(rate(queue_admitted_total{${HTTP}}[$__rate_interval]))`, 'actual/s'),
+        ],
+      },
+      {
+        title: 'Joins and status polls',
+        type: 'timeseries',
+        unit: 'reqps',
+        targets: [
+          q(`sum by (outcome) (rate(queue_joins_total{${HTTP}}[$__rate_interval]))`, 'joins {{outcome}}'),
+          q(`sum(rate(queue_polls_total{${HTTP}}[$__rate_interval]))`, 'polls'),
+        ],
+      },
+      {
+        title: 'Rejections by route and reason',
+        type: 'timeseries',
+        unit: 'reqps',
+        description: 'TICKET_INVALID rising: an attack, or a secret rotation without WAITING_ROOM_PREVIOUS_SECRET.',
+        targets: [
+          q(`sum by (route, reason) (rate(queue_rejections_total{${HTTP}}[$__rate_interval]))`, '{{route}} {{reason}}'),
+        ],
+      },
+      {
+        title: 'Join to admission: P50 / P95',
+        type: 'timeseries',
+        unit: 's',
+        description: "From a person's join to their first admitted checkout (observed by the instance serving it).",
+        targets: [
+          q(
+            `histogram_quantile(0.5, sum by (le) (rate(queue_join_to_admission_seconds_bucket{${HTTP}}[$__rate_interval])))`,
+            'p50',
+          ),
+          q(
+            `histogram_quantile(0.95, sum by (le) (rate(queue_join_to_admission_seconds_bucket{${HTTP}}[$__rate_interval])))`,
+            'p95',
+          ),
+        ],
+      },
+      {
+        title: 'Adaptive admission: controller inputs',
+        type: 'timeseries',
+        unit: 'short',
+        description:
+          "The admitting instance's inputs (ADMISSION_MODE=adaptive): share of requests shed and checkout p99 in its last window. Either over its limit halves the rate.",
+        targets: [
+          q(`sum(queue_controller_shed_ratio{${HTTP}} * queue_admission_leader{${HTTP}})`, 'shed share', 'percentunit'),
+          q(
+            `sum(queue_controller_checkout_p99_seconds{${HTTP}} * queue_admission_leader{${HTTP}})`,
+            'checkout p99',
+            's',
+          ),
+        ],
+      },
+    ],
+  },
 ];
 
 /** Grafana's query ids: A, B, C… */

@@ -219,6 +219,10 @@ const schema = {
   STREAM_INTERVAL_MS: { parse: integer(250, 60_000), default: '250' },
   /** A comment line on every quiet stream this often, so proxies and clients see it alive. */
   STREAM_HEARTBEAT_MS: { parse: integer(1000, 300_000), default: '15000' },
+  /** fixed: admit ADMIT_PER_SEC; adaptive: start there and follow shedding and checkout p99 (src/queue/controller.ts). */
+  ADMISSION_MODE: { parse: oneOf(['fixed', 'adaptive'] as const), default: 'fixed' },
+  /** Adaptive mode slows admission while checkout's p99 latency is over this. */
+  ADMISSION_P99_TARGET_MS: { parse: integer(1, 60_000), default: '250' },
 } as const;
 
 type Schema = typeof schema;

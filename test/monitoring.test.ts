@@ -130,7 +130,14 @@ describe('the monitoring stack (monitoring/)', () => {
     const rows = (dashboard().panels as { type: string; title: string }[])
       .filter((p) => p.type === 'row')
       .map((p) => p.title);
-    assert.deepEqual(rows, ['Four Golden Signals', 'Flash Sale Specific', 'Database & Cache', 'System Resources']);
+    // The seed's four rows, then the waiting room's (docs/waiting-room.md).
+    assert.deepEqual(rows, [
+      'Four Golden Signals',
+      'Flash Sale Specific',
+      'Database & Cache',
+      'System Resources',
+      'Waiting room',
+    ]);
   });
 
   it('the dashboard selects an environment and instances (several, or All), and every panel query filters on both', () => {

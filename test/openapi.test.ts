@@ -287,6 +287,80 @@ describe('GET /openapi.json', () => {
     }
   });
 
+  it('POST /queue/join, GET /queue/status, and the guard of POST /checkout and POST /purchase: each answer is the documented one', async () => {
+    // Room off (the documented copy's app): the routes answer as an unknown path.
+    await probe(app, 'POST', '/queue/join?user_id=a', '/queue/join', 404);
+    await probe(app, 'GET', '/queue/status?ticket=x', '/queue/status', 404);
+    const big = await app.inject({ method: 'POST', url: '/queue/join?user_id=a', payload: 'x'.repeat(17 * 1024) });
+    expect(big, 'POST', '/queue/join', 413);
+
+    // Room on, in a sale of 2 items, so it sells out; the clock moves only here.
+    const small = await testEnv({ SALE_ITEMS: '2', USER_LIMIT: '2' });
+    try {
+      let now = Math.floor(Date.now() / 3_600_000) * 3_600_000 + 10_000;
+      const clock = { now: () => now };
+      const room = {
+        WAITING_ROOM: 'on',
+        WAITING_ROOM_SECRET: 'a-secret-of-at-least-32-bytes-000',
+        PREQUEUE_SECONDS: '0',
+        ADMIT_PER_SEC: '100',
+        ADMISSION_TTL: '5',
+      };
+      const on = await small.app({ clock, env: room });
+      const queue = on.deps.queue!;
+      while (queue.admission.age() > 1000) await new Promise((resolve) => setTimeout(resolve, 20));
+      queue.admission.stop(); // from here, admission steps only when the test says
+      const sale = on.deps.ids.windowAt(now).id;
+      const join = async (user: string, expected = 200) =>
+        json<{ ticket: string }>(await probe(on, 'POST', `/queue/join?user_id=${user}`, '/queue/join', expected));
+      const tickets: string[] = [];
+      for (let i = 1; i <= 5; i++) tickets.push((await join(`u${i}`)).ticket);
+      await join('bad%20user', 400);
+      await queue.admission.tick(); // admits 4: twice the 2 items remaining
+      const t = (i: number) => encodeURIComponent(tickets[i - 1]!);
+      await probe(on, 'GET', `/queue/status?ticket=${t(1)}`, '/queue/status', 200);
+      await probe(on, 'GET', '/queue/status?ticket=nope', '/queue/status', 400);
+      const forged = tickets[0]!.slice(0, -1) + (tickets[0]!.endsWith('A') ? 'B' : 'A');
+      await probe(on, 'GET', `/queue/status?ticket=${forged}`, '/queue/status', 403);
+      await probe(on, 'POST', `/checkout?user_id=u5&id=${sale}-00001&ticket=${t(5)}`, '/checkout', 403); // NOT_ADMITTED
+      await probe(on, 'POST', `/checkout?user_id=u1&id=${sale}-00001`, '/checkout', 403); // TICKET_INVALID
+      await probe(on, 'POST', `/purchase?code=${sale}-${'0'.repeat(32)}`, '/purchase', 403); // TICKET_INVALID
+
+      now += 6000; // past ADMISSION_TTL: u1-u4's admission expired, u5 comes in
+      await queue.admission.tick();
+      await join('u3', 403); // TICKET_INVALID: the user's admission expired
+      for (const item of ['00000', '00001']) {
+        const res = await on.inject({
+          method: 'POST',
+          url: `/checkout?user_id=u5&id=${sale}-${item}`,
+          headers: { 'x-queue-ticket': tickets[4]! },
+        });
+        assert.equal(res.statusCode, 200, res.body);
+        const code = json<{ code: string }>(res).code;
+        const bought = await on.inject({ method: 'POST', url: `/purchase?code=${code}&ticket=${t(5)}` });
+        assert.equal(bought.statusCode, 200, bought.body);
+      }
+      await queue.admission.tick();
+      await join('u6', 410); // SOLD_OUT
+
+      const limited = await small.app({
+        clock,
+        env: { ...room, RATE_LIMIT_IP_PER_SEC: '1', RATE_LIMIT_IP_BURST: '1' },
+      });
+      limited.deps.queue!.admission.stop();
+      await limited.inject({ method: 'POST', url: '/queue/join?user_id=u7' });
+      await probe(limited, 'POST', '/queue/join?user_id=u7', '/queue/join', 429);
+
+      const down = await small.app({
+        env: { ...room, REDIS_URL: 'redis://127.0.0.1:1', DEPENDENCY_TIMEOUT_MS: '100' },
+      });
+      await probe(down, 'POST', '/queue/join?user_id=u8', '/queue/join', 503);
+      await probe(down, 'GET', `/queue/status?ticket=${t(1)}`, '/queue/status', 503);
+    } finally {
+      await small.close();
+    }
+  });
+
   // Last but one: it pauses and ends the sale the tests above share.
   it('the operator API, and AUTH=jwt and the kill switch on checkout and purchase: each answer is the documented one', async () => {
     const token = 'openapi-operator-token-0123456789abcdef';

@@ -7,6 +7,7 @@ import { saleOpen } from '../admin/state.js';
 import { buyer } from '../auth/buyer.js';
 import type { Ids } from '../sale/ids.js';
 import { responses, USER_ID, USER_ID_RULE } from '../http/schemas.js';
+import { guardErrors, ticketHeaders, ticketQuery } from '../queue/schemas.js';
 import type { Checkout } from './checkout.js';
 
 export function checkoutRoutes(
@@ -20,6 +21,7 @@ export function checkoutRoutes(
     preHandler: deps.admission ? [saleOpen, deps.admission] : saleOpen,
     schema: {
       summary: 'Get the code to buy an item (the same code on every checkout of that user and item)',
+      headers: ticketHeaders,
       querystring: Type.Object({
         user_id: Type.String({ pattern: USER_ID, description: USER_ID_RULE }),
         id: Type.String({
@@ -27,6 +29,7 @@ export function checkoutRoutes(
           maxLength: 32,
           description: 'must be an item id of the active sale, such as 2026112416-00042',
         }),
+        ...ticketQuery,
       }),
       response: responses(
         {
@@ -46,6 +49,7 @@ export function checkoutRoutes(
           ITEM_NOT_FOUND: '`id` is not an item of the active sale',
           ITEM_SOLD: 'the item is already sold',
           USER_LIMIT_REACHED: 'the user already holds `USER_LIMIT` items of this sale',
+          ...guardErrors,
           RATE_LIMITED: 'too many checkouts from this user or this client address',
           UNAVAILABLE: 'Redis or PostgreSQL is unavailable, or the sale state is being rebuilt',
           UNAUTHENTICATED: 'with `AUTH=jwt`: no bearer token, or one that does not verify',

@@ -73,6 +73,28 @@ export type AuthRejection = (typeof AUTH_REJECTION_REASONS)[number];
 /** Operator API requests (src/admin), by action and result: both fixed sets. */
 export const ADMIN_ACTIONS = ['list', 'sale', 'user', 'pause', 'resume', 'end'] as const;
 export const ADMIN_RESULTS = ['ok', 'unauthenticated', 'forbidden', 'refused', 'error'] as const;
+/** The waiting room's refusals counted by queue_rejections_total (error codes, a fixed set). */
+export const QUEUE_REJECTION_REASONS = [
+  'TICKET_INVALID',
+  'NOT_ADMITTED',
+  'SOLD_OUT',
+  'RATE_LIMITED',
+  'UNAVAILABLE',
+] as const satisfies readonly ErrorCode[];
+/** Join to admission: from seconds (a short queue) to an hour (the whole sale). */
+export const QUEUE_WAIT_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600];
+/** What the waiting room reports on scrape. */
+export interface QueueState {
+  waiting: number;
+  prequeue: number;
+  nowServing: number;
+  soldOut: boolean;
+  leading: boolean;
+  ageSeconds: number;
+  targetRate: number;
+  shedRatio: number;
+  checkoutP99: number;
+}
 
 /**
  * prom-client hashes a label object on every observation (measured: most of the
@@ -284,6 +306,66 @@ export function createMetrics() {
   );
   for (const event of ['sale', 'sold', 'sold_out', 'rotated', 'closing']) sseEventsSent.inc({ event }, 0);
   for (const reason of ['slow_client', 'shutdown']) sseClientsDropped.inc({ reason }, 0);
+  // --- The waiting room (src/queue, docs/waiting-room.md). Counters stay 0
+  // and gauges 0 while it is off. Its state gauges are computed on scrape from
+  // the room's counters, which the room hands over with `queueState`.
+  const QUEUE_ROUTES = ['join', 'status', 'checkout', 'purchase'] as const;
+  const queueJoins = counter('queue_joins_total', 'Joins of the waiting room, by outcome (new place or again)', [
+    'outcome',
+  ]);
+  const queuePolls = counter('queue_polls_total', 'Waiting-room status polls answered 200');
+  const queueRejections = counter('queue_rejections_total', 'Waiting-room refusals, by route and error code', [
+    'route',
+    'reason',
+  ]);
+  for (const route of QUEUE_ROUTES) {
+    for (const reason of QUEUE_REJECTION_REASONS) queueRejections.inc({ route, reason }, 0);
+  }
+  for (const outcome of ['new', 'again']) queueJoins.inc({ outcome }, 0);
+  const queueAdmitted = counter(
+    'queue_admitted_total',
+    'People admitted by this instance while it held the admission lease (sum over instances: all admissions)',
+  );
+  const queueJoinToAdmission = histogram(
+    'queue_join_to_admission_seconds',
+    "Time from a person's join to their first admitted checkout on this instance",
+    [],
+    QUEUE_WAIT_BUCKETS,
+  );
+  let queueState: (() => QueueState) | undefined;
+  const queueGauge = (name: string, help: string, pick: (s: QueueState) => number) =>
+    gauge(name, help, (g) => {
+      if (queueState) g.set(pick(queueState()));
+    });
+  queueGauge('queue_waiting', 'People waiting in the running sale (joined, not admitted yet)', (s) => s.waiting);
+  queueGauge('queue_prequeue_size', "People in the next sale's pre-queue", (s) => s.prequeue);
+  queueGauge(
+    'queue_now_serving',
+    'People admitted so far in the running sale (the admission counter)',
+    (s) => s.nowServing,
+  );
+  queueGauge('queue_sold_out', "Whether the running sale is sold out by the room's counters (1) or not (0)", (s) =>
+    Number(s.soldOut),
+  );
+  queueGauge('queue_admission_leader', 'Whether this instance holds the admission lease (1) or not (0)', (s) =>
+    Number(s.leading),
+  );
+  queueGauge('queue_counters_age_seconds', "Age of this instance's copy of the room's counters", (s) => s.ageSeconds);
+  queueGauge(
+    'queue_admission_rate_target',
+    'Admissions per second this instance would apply (the controller output)',
+    (s) => s.targetRate,
+  );
+  queueGauge(
+    'queue_controller_shed_ratio',
+    "Adaptive admission input: share of this instance's requests shed in its last window",
+    (s) => s.shedRatio,
+  );
+  queueGauge(
+    'queue_controller_checkout_p99_seconds',
+    'Adaptive admission input: checkout latency p99 in its last window',
+    (s) => s.checkoutP99,
+  );
 
   gauge('nodejs_heap_size_limit_bytes', 'The V8 heap size limit, for a memory-usage ratio', (g) =>
     g.set(getHeapStatistics().heap_size_limit),
@@ -333,6 +415,13 @@ export function createMetrics() {
     sseEventsSent,
     sseClientsDropped,
     sseBroadcastLag,
+    queueJoins,
+    queuePolls,
+    queueRejections,
+    queueAdmitted,
+    queueJoinToAdmission,
+    /** The waiting room hands over its state for the queue_* gauges (read on scrape). */
+    queueState: (source: () => QueueState) => void (queueState = source),
   };
 }
 

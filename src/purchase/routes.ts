@@ -7,6 +7,7 @@ import { responses } from '../http/schemas.js';
 import { saleOpen } from '../admin/state.js';
 import { buyer } from '../auth/buyer.js';
 import type { Ids } from '../sale/ids.js';
+import { guardErrors, ticketHeaders, ticketQuery } from '../queue/schemas.js';
 import type { Purchase } from './purchase.js';
 
 export function purchaseRoutes(
@@ -20,12 +21,14 @@ export function purchaseRoutes(
     preHandler: deps.admission ? [saleOpen, deps.admission] : saleOpen,
     schema: {
       summary: 'Buy the item a checkout code names; repeating it replays the same answer',
+      headers: ticketHeaders,
       querystring: Type.Object({
         code: Type.String({
           pattern: deps.ids.patterns.code,
           maxLength: 64,
           description: 'must be a code returned by POST /checkout',
         }),
+        ...ticketQuery,
       }),
       response: responses(
         {
@@ -50,6 +53,7 @@ export function purchaseRoutes(
           UNAUTHENTICATED: 'with `AUTH=jwt`: no bearer token, or one that does not verify',
           FORBIDDEN: "with `AUTH=jwt`: the code was checked out by another user than the token's `sub`",
           SALE_PAUSED: 'an operator paused the sale and this code has not bought',
+          ...guardErrors,
           RATE_LIMITED: 'too many purchases with this code or from this client address',
           UNAVAILABLE:
             'Redis or PostgreSQL is unavailable, the sale state is being rebuilt, or another purchase with this code is still in progress',

@@ -10,6 +10,7 @@ import type { Infra } from '../infra.js';
 import { queueKeys } from '../redis/keys.js';
 import type { QueueCounters } from '../redis/scripts.js';
 import type { SaleWindow } from '../sale/ids.js';
+import { createController, createSignals, WINDOW_MS } from './controller.js';
 
 /** How often counters are refreshed (the bound: at most every 250 ms). */
 export const REFRESH_MS = 250;
@@ -18,11 +19,19 @@ export const LEASE_MS = 2000;
 /** A stalled or new advancer admits at most this much time's worth at once. */
 const CATCH_UP_MS = 1000;
 
-export type AdmissionDeps = Pick<Infra, 'config' | 'clock' | 'redis' | 'ids' | 'log' | 'locks'>;
+export type AdmissionDeps = Pick<Infra, 'config' | 'clock' | 'redis' | 'ids' | 'log' | 'locks' | 'metrics'>;
 
 export function createAdmission(deps: AdmissionDeps) {
-  const { config, clock, redis, ids, log } = deps;
+  const { config, clock, redis, ids, log, metrics } = deps;
   const token = deps.locks.newToken();
+  const adaptive = config.ADMISSION_MODE === 'adaptive';
+  const controller = createController({
+    base: config.ADMIT_PER_SEC,
+    p99TargetSeconds: config.ADMISSION_P99_TARGET_MS / 1000,
+  });
+  const signals = createSignals(metrics);
+  /** Business time of the controller's last decision. */
+  let decidedAt = -Infinity;
   let counters = new Map<string, QueueCounters>();
   /** Real time (Date.now) of the last successful read: how stale the counters are. */
   let refreshedAt = -Infinity;
@@ -52,7 +61,7 @@ export function createAdmission(deps: AdmissionDeps) {
           leaseMs: LEASE_MS,
           now,
           startsAt: current.startsAt,
-          rate: config.ADMIT_PER_SEC,
+          rate: adaptive ? controller.rate() : config.ADMIT_PER_SEC,
           items: config.SALE_ITEMS,
           stockFactor: config.ADMISSION_STOCK_FACTOR,
           ttlMs: config.ADMISSION_TTL * 1000,
@@ -62,7 +71,9 @@ export function createAdmission(deps: AdmissionDeps) {
         ...sales.map((s) => redis.scripts.queueRead(queueKeys(config.REDIS_PREFIX, s.id))),
       ]);
       leading = step.status === 'advanced';
+      if (step.status === 'advanced') metrics.queueAdmitted.inc(step.admittedNow);
       counters = new Map(sales.map((s, i) => [s.id, read[i]!]));
+      if (adaptive) await steer(now, counters.get(current.id)!);
       refreshedAt = Date.now();
       if (failing) log.info('waiting room counters refreshed again');
       failing = false;
@@ -70,6 +81,15 @@ export function createAdmission(deps: AdmissionDeps) {
       if (!failing) log.warn({ err }, 'waiting room could not refresh its counters; answering from the last ones');
       failing = true;
     }
+  }
+
+  /** Adaptive mode: once a window, the leader decides the rate; the others follow the one it published. */
+  async function steer(now: number, c: QueueCounters) {
+    if (now - decidedAt < WINDOW_MS) return;
+    decidedAt = now;
+    const inputs = await signals();
+    if (leading) controller.decide({ ...inputs, waiting: waitingIn(c) });
+    else controller.follow(c.rate);
   }
 
   let timer: NodeJS.Timeout | undefined;
@@ -86,6 +106,9 @@ export function createAdmission(deps: AdmissionDeps) {
     /** Milliseconds since the counters were last read from Redis. */
     age: () => Date.now() - refreshedAt,
     leading: () => leading,
+    /** The rate this instance applies when it leads, and the controller's last inputs. */
+    targetRate: () => (adaptive ? controller.rate() : config.ADMIT_PER_SEC),
+    controllerInputs: () => controller.inputs(),
     /** Starts the timer (the first tick at once; until it succeeds, polls answer 503). */
     start() {
       running = true;
@@ -99,3 +122,6 @@ export function createAdmission(deps: AdmissionDeps) {
 }
 
 export type Admission = ReturnType<typeof createAdmission>;
+
+/** People who joined the running sale and are not admitted yet. */
+export const waitingIn = (c: QueueCounters) => (c.started ? Math.max(0, c.pre + c.joinedAfterStart - c.admitted) : 0);

@@ -11,10 +11,11 @@ import { AppError, unavailable } from '../errors.js';
 import type { Infra } from '../infra.js';
 import { queueKeys } from '../redis/keys.js';
 import type { QueueCounters } from '../redis/scripts.js';
-import { createAdmission, REFRESH_MS } from './admission.js';
+import { QUEUE_REJECTION_REASONS } from '../metrics/metrics.js';
+import { createAdmission, REFRESH_MS, waitingIn } from './admission.js';
 import { createTickets, KEY_SPACE, placeOf, TICKET_PATTERN, type Ticket } from './ticket.js';
 
-export type QueueDeps = Pick<Infra, 'config' | 'clock' | 'redis' | 'ids' | 'log' | 'locks'>;
+export type QueueDeps = Pick<Infra, 'config' | 'clock' | 'redis' | 'ids' | 'log' | 'locks' | 'metrics'>;
 
 /** The ticket header checkout and purchase read (or the `ticket` query parameter). */
 export const TICKET_HEADER = 'x-queue-ticket';
@@ -23,6 +24,16 @@ const ticketPattern = new RegExp(TICKET_PATTERN);
 const MAX_POLL_S = 30;
 /** Counters older than a few missed refreshes are marked stale in answers. */
 const STALE_AFTER_MS = 4 * REFRESH_MS;
+
+/**
+ * Tickets whose join-to-admission time this instance has observed: the first
+ * admitted checkout counts, later ones do not. Bounded: when full it starts
+ * over (a few people may then be counted twice), and it is cleared with each
+ * new sale.
+ */
+const SEEN_MAX = 100_000;
+type Rejectable = 'join' | 'status' | 'checkout' | 'purchase';
+const counted = new Set<string>(QUEUE_REJECTION_REASONS);
 
 /** A uniform integer below 2^48: a pre-queue place's random key. */
 function drawKey(): number {
@@ -39,8 +50,43 @@ export interface Standing {
 }
 
 export function createQueue(deps: QueueDeps) {
-  const { config, clock, redis, ids } = deps;
+  const { config, clock, redis, ids, metrics } = deps;
   const admission = createAdmission(deps);
+  const seen = { saleId: '', tickets: new Set<string>() };
+
+  /** Counts a refusal of the room by its error code, then lets it go on to the error handler. */
+  function refused(route: Rejectable, err: unknown): never {
+    if (err instanceof AppError && counted.has(err.code)) metrics.queueRejections.inc({ route, reason: err.code });
+    throw err;
+  }
+
+  /** Join to admission, observed at a person's first admitted checkout on this instance. */
+  function observeAdmission(t: Ticket) {
+    if (seen.saleId !== t.saleId || seen.tickets.size >= SEEN_MAX) {
+      seen.saleId = t.saleId;
+      seen.tickets.clear();
+    }
+    if (seen.tickets.has(t.userId)) return;
+    seen.tickets.add(t.userId);
+    metrics.queueJoinToAdmission.observe(Math.max(0, clock.now() - t.joinedAt) / 1000);
+  }
+
+  metrics.queueState(() => {
+    const { current, upcoming } = admission.salesAt(clock.now());
+    const c = admission.counters(current.id) ?? emptyCounters;
+    const next = upcoming && admission.counters(upcoming.id);
+    return {
+      waiting: waitingIn(c),
+      prequeue: next?.preJoined ?? 0,
+      nowServing: c.admitted,
+      soldOut: soldOut(c),
+      leading: admission.leading(),
+      ageSeconds: Number.isFinite(admission.age()) ? admission.age() / 1000 : 0,
+      targetRate: admission.targetRate(),
+      shedRatio: admission.controllerInputs().shedRatio,
+      checkoutP99: admission.controllerInputs().checkoutP99,
+    };
+  });
   const tickets = createTickets({
     secret: config.WAITING_ROOM_SECRET,
     previous: config.WAITING_ROOM_PREVIOUS_SECRET,
@@ -104,41 +150,24 @@ export function createQueue(deps: QueueDeps) {
     TICKET_HEADER,
 
     async join(input: { userId: string; ip: string }) {
-      const now = clock.now();
-      const { current, upcoming } = admission.salesAt(now);
-      const sale = upcoming ?? current;
-      const result = await redis.scripts.queueJoin({
-        keys: queueKeys(config.REDIS_PREFIX, sale.id),
-        userId: input.userId,
-        ip: input.ip,
-        now,
-        startsAt: sale.startsAt,
-        items: config.SALE_ITEMS,
-        drawn: drawKey(),
-        ipRate: config.RATE_LIMIT_IP_PER_SEC,
-        ipBurst: config.RATE_LIMIT_IP_BURST,
-        expireAt: admission.expireAt(sale),
-      });
-      if (result.status === 'sold_out') throw new AppError('SOLD_OUT', sale.id);
-      if (result.status === 'rate_limited') throw new AppError('RATE_LIMITED', '', Math.ceil(result.retryMs / 1000));
-      const ticket: Ticket = {
-        saleId: sale.id,
-        userId: input.userId,
-        place: placeOf(result.place),
-        joinedAt: result.joinedAt,
-      };
-      // Redis just answered: counters a moment old are no reason to refuse the place it gave.
-      const { expired, ...s } = standing(ticket, false);
-      if (expired) throw new AppError('TICKET_INVALID', 'admission expired'); // a place taken long ago, already used
-      return { fresh: result.status === 'new', body: { ticket: tickets.sign(ticket), sale_id: sale.id, ...s } };
+      try {
+        const joined = await joinRoom(input);
+        metrics.queueJoins.inc({ outcome: joined.fresh ? 'new' : 'again' });
+        return joined;
+      } catch (err) {
+        refused('join', err);
+      }
     },
 
     /** GET /queue/status: no I/O at all. */
     status(raw: string) {
-      const { ticket, resigned } = check(raw);
-      const { expired, ...s } = standing(ticket);
-      if (expired) throw new AppError('TICKET_INVALID', 'admission expired');
-      return { body: { ticket: resigned ?? raw, ...s }, retryAfter: s.sold_out ? MAX_POLL_S : retryAfter(s) };
+      try {
+        const answer = statusOf(raw);
+        metrics.queuePolls.inc();
+        return answer;
+      } catch (err) {
+        refused('status', err);
+      }
     },
 
     /**
@@ -148,20 +177,65 @@ export function createQueue(deps: QueueDeps) {
      */
     guard(route: 'checkout' | 'purchase') {
       return async (request: FastifyRequest) => {
-        const query = request.query as { user_id?: string; code?: string; ticket?: string };
-        const { ticket } = check(request.headers[TICKET_HEADER] ?? query.ticket);
-        // Purchase names no user: its code is bound to the user whose admitted checkout got it.
-        const saleId = route === 'checkout' ? ids.windowAt(clock.now()).id : ids.saleIdOfCode(query.code ?? '');
-        if (ticket.saleId !== saleId) throw new AppError('TICKET_INVALID', 'another sale');
-        if (route === 'checkout' && ticket.userId !== query.user_id)
-          throw new AppError('TICKET_INVALID', 'another user');
-        const s = standing(ticket);
-        if (s.expired) throw new AppError('TICKET_INVALID', 'admission expired');
-        if (!s.admitted)
-          throw new AppError('NOT_ADMITTED', `position ${s.position} in the waiting room`, retryAfter(s));
+        try {
+          const ticket = admitted(route, request);
+          if (route === 'checkout') observeAdmission(ticket);
+        } catch (err) {
+          refused(route, err);
+        }
       };
     },
   };
+
+  async function joinRoom(input: { userId: string; ip: string }) {
+    const now = clock.now();
+    const { current, upcoming } = admission.salesAt(now);
+    const sale = upcoming ?? current;
+    const result = await redis.scripts.queueJoin({
+      keys: queueKeys(config.REDIS_PREFIX, sale.id),
+      userId: input.userId,
+      ip: input.ip,
+      now,
+      startsAt: sale.startsAt,
+      items: config.SALE_ITEMS,
+      drawn: drawKey(),
+      ipRate: config.RATE_LIMIT_IP_PER_SEC,
+      ipBurst: config.RATE_LIMIT_IP_BURST,
+      expireAt: admission.expireAt(sale),
+    });
+    if (result.status === 'sold_out') throw new AppError('SOLD_OUT', sale.id);
+    if (result.status === 'rate_limited') throw new AppError('RATE_LIMITED', '', Math.ceil(result.retryMs / 1000));
+    const ticket: Ticket = {
+      saleId: sale.id,
+      userId: input.userId,
+      place: placeOf(result.place),
+      joinedAt: result.joinedAt,
+    };
+    // Redis just answered: counters a moment old are no reason to refuse the place it gave.
+    const { expired, ...s } = standing(ticket, false);
+    if (expired) throw new AppError('TICKET_INVALID', 'admission expired'); // a place taken long ago, already used
+    return { fresh: result.status === 'new', body: { ticket: tickets.sign(ticket), sale_id: sale.id, ...s } };
+  }
+
+  function statusOf(raw: string) {
+    const { ticket, resigned } = check(raw);
+    const { expired, ...s } = standing(ticket);
+    if (expired) throw new AppError('TICKET_INVALID', 'admission expired');
+    return { body: { ticket: resigned ?? raw, ...s }, retryAfter: s.sold_out ? MAX_POLL_S : retryAfter(s) };
+  }
+
+  function admitted(route: 'checkout' | 'purchase', request: FastifyRequest): Ticket {
+    const query = request.query as { user_id?: string; code?: string; ticket?: string };
+    const { ticket } = check(request.headers[TICKET_HEADER] ?? query.ticket);
+    // Purchase names no user: its code is bound to the user whose admitted checkout got it.
+    const saleId = route === 'checkout' ? ids.windowAt(clock.now()).id : ids.saleIdOfCode(query.code ?? '');
+    if (ticket.saleId !== saleId) throw new AppError('TICKET_INVALID', 'another sale');
+    if (route === 'checkout' && ticket.userId !== query.user_id) throw new AppError('TICKET_INVALID', 'another user');
+    const s = standing(ticket);
+    if (s.expired) throw new AppError('TICKET_INVALID', 'admission expired');
+    if (!s.admitted) throw new AppError('NOT_ADMITTED', `position ${s.position} in the waiting room`, retryAfter(s));
+    return ticket;
+  }
 }
 
 const emptyCounters: QueueCounters = {

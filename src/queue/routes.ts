@@ -1,8 +1,9 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
+import { AppError } from '../errors.js';
 import { responses, retryAfter, USER_ID, USER_ID_RULE } from '../http/schemas.js';
 import type { Queue } from './room.js';
 import { TICKET_PATTERN } from './ticket.js';
@@ -15,11 +16,24 @@ const standing = {
   stale: Type.Boolean({ description: 'Redis is unreachable: the answer comes from counters a few seconds old' }),
 };
 
-/** The waiting room's routes, and its timer tied to the app's life. */
-export function queueRoutes(app: FastifyInstance, queue: Queue) {
+const OFF = 'the waiting room is off (`WAITING_ROOM=off`): the answer of an unknown path';
+
+/**
+ * The waiting room's routes, and its timer tied to the app's life. They are
+ * registered whether the room is on or off, so the OpenAPI document always
+ * describes them; off, they answer 404 NOT_FOUND as an unknown path does
+ * (before validation: a malformed request gets the same 404).
+ */
+export function queueRoutes(app: FastifyInstance, queue: Queue | undefined) {
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();
+  const off = queue
+    ? undefined
+    : async (request: FastifyRequest) => {
+        throw new AppError('NOT_FOUND', `${request.method} ${request.url.split('?')[0]!}`);
+      };
   typed.post('/queue/join', {
     config: { name: 'queue_join' },
+    preValidation: off,
     schema: {
       summary: 'Take a place in the waiting room of the sale (the same place on every join of that user)',
       querystring: Type.Object({ user_id: Type.String({ pattern: USER_ID, description: USER_ID_RULE }) }),
@@ -36,17 +50,19 @@ export function queueRoutes(app: FastifyInstance, queue: Queue) {
           TICKET_INVALID: "the user's place was admitted and its `ADMISSION_TTL` has passed",
           RATE_LIMITED: 'too many joins from this client address',
           UNAVAILABLE: 'Redis is unavailable',
+          NOT_FOUND: OFF,
         },
       ),
     },
     handler: async (request) => {
-      const { body } = await queue.join({ userId: request.query.user_id, ip: request.ip });
+      const { body } = await queue!.join({ userId: request.query.user_id, ip: request.ip });
       return body;
     },
   });
 
   typed.get('/queue/status', {
     config: { name: 'queue_status' },
+    preValidation: off,
     schema: {
       summary: "Where a ticket stands; answered from the instance's counters, without I/O",
       querystring: Type.Object({
@@ -64,16 +80,18 @@ export function queueRoutes(app: FastifyInstance, queue: Queue) {
           INVALID_REQUEST: '`ticket` is missing or malformed',
           TICKET_INVALID: 'the ticket is forged, of another sale, or its admission expired',
           UNAVAILABLE: 'Redis has been unreachable for longer than `WAITING_ROOM_STALE_SECONDS`',
+          NOT_FOUND: OFF,
         },
       ),
     },
     handler: async (request, reply) => {
-      const { body, retryAfter: seconds } = queue.status(request.query.ticket);
+      const { body, retryAfter: seconds } = queue!.status(request.query.ticket);
       void reply.header('retry-after', String(seconds));
       return body;
     },
   });
 
+  if (!queue) return;
   app.addHook('onReady', async () => queue.admission.start());
   app.addHook('onClose', async () => queue.admission.stop());
 }

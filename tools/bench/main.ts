@@ -19,6 +19,7 @@ import { pinnedBench } from './pinned.js';
 import { jwtLoad, verificationShares } from './auth.js';
 import { instrumentationShare } from './profile.js';
 import { freePort, machine, root, startHello, startService } from './service.js';
+import { queueLines, queueLoads } from './queue.js';
 
 const { values } = parseArgs({
   options: {
@@ -206,6 +207,14 @@ const lines = [
   `| 10,000-item sale created ≤ 0.5 s | ${f(stampede.saleCreationMs / 1000, 3)} s | ${verdict(stampede.saleCreationMs <= 500)} |`,
   `| peak RSS under load ≤ 250 MB | ${f(Math.max(...rows.filter((r) => r.workers === 1).map((r) => r.peakRssMb)), 0)} MB | ${verdict(Math.max(...rows.filter((r) => r.workers === 1).map((r) => r.peakRssMb)) <= 250)} |`,
 ];
+// The waiting room's loads (tools/bench/queue.ts), compared with this run's yardstick and checkout.
+lines.push(
+  ...queueLines(
+    await queueLoads({ root, here, seconds, connections }),
+    hello,
+    rows.find((r) => r.name === 'checkout-only')!.wrk,
+  ),
+);
 for (const line of lines) log(line);
 if (!values['no-write']) {
   const file = `${root}docs/PERFORMANCE.md`;

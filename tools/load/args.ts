@@ -4,8 +4,8 @@ import { parseArgs } from 'node:util';
 import { profiles } from './profiles.js';
 
 const USAGE =
-  'usage: npm run load -- [--url http://host:port] [--profile light|medium|heavy|stress|realistic]' +
-  ' [--duration s] [--users n] [--shared] [--out file.json]';
+  'usage: npm run load -- [--url http://host:port] [--profile light|medium|heavy|stress|realistic|crowd]' +
+  ' [--duration s] [--users n] [--shared] [--out file.json] [--prequeue s] [--burst share] [--spread s]';
 
 export const HELP = `${USAGE}
 
@@ -13,12 +13,19 @@ Rehearses a sale against a running flashsale, then prints a report and an audit
 and writes the report as JSON.
 
   --url URL        the service's root (default http://127.0.0.1:8080)
-  --profile NAME   light (default), medium, heavy, stress or realistic
+  --profile NAME   light (default), medium, heavy, stress, realistic or crowd
   --duration S     seconds to run (default: the profile's); the run also stops at the end of the sale
   --users N        simulated users at a time (default: the profile's)
   --shared         others buy in the same sale: skip the audit's exact count
   --out FILE       where the JSON report goes (default .load-results/<time>.json)
   --help, -h       this text
+
+crowd (a waiting room, WAITING_ROOM=on): users arrive in the next sale's pre-queue
+and after its start, poll as Retry-After says, buy once admitted; its audit checks
+admission order, the pre-queue shuffle and sold out. Only with --profile crowd:
+  --prequeue S     the service's PREQUEUE_SECONDS (default 60)
+  --burst SHARE    share of users arriving in the pre-queue (default 0.8)
+  --spread S       seconds after the start over which the others arrive (default 10)
 
 The user limit is the service's, as it states it when a user reaches it.
 Ctrl-C stops sending and still reports; a second Ctrl-C quits at once.
@@ -33,6 +40,9 @@ const options = {
   users: { type: 'string' },
   shared: { type: 'boolean', default: false },
   out: { type: 'string' },
+  prequeue: { type: 'string', default: '60' },
+  burst: { type: 'string', default: '0.8' },
+  spread: { type: 'string', default: '10' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -52,6 +62,9 @@ export function parseOptions(args: string[]) {
     users: positive('--users', values.users ?? String(profile.users), true),
     duration: positive('--duration', values.duration ?? String(profile.duration), false),
     shared: values.shared,
+    prequeue: positive('--prequeue', values.prequeue, false),
+    burst: share('--burst', values.burst),
+    spread: positive('--spread', values.spread, false),
     out: values.out ?? `.load-results/${new Date().toISOString().replace(/[:.]/g, '-')}.json`,
   };
 }
@@ -104,5 +117,12 @@ function positive(flag: string, text: string, whole: boolean): number {
   if (!(whole ? /^\d+$/ : /^\d+(\.\d+)?$/).test(text) || !(n > 0)) {
     throw new Error(`${flag} must be a positive ${whole ? 'whole number' : 'number'}, got "${text}"`);
   }
+  return n;
+}
+
+/** A share from 0 to 1. */
+function share(flag: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text) || n > 1) throw new Error(`${flag} must be a share from 0 to 1, got "${text}"`);
   return n;
 }

@@ -1,6 +1,6 @@
 /**
- * npm run load -- [--url http://127.0.0.1:8080] [--profile light|medium|heavy|stress|realistic]
- *                 [--duration s] [--users n] [--shared] [--out file.json]
+ * npm run load -- [--url http://127.0.0.1:8080] [--profile light|medium|heavy|stress|realistic|crowd]
+ *                 [--duration s] [--users n] [--shared] [--out file.json] [--prequeue s] [--burst share] [--spread s]
  * Rehearses a sale against a running service, prints a report and an audit,
  * writes the same report as JSON. Exit 0: audit passed; 1: audit failed;
  * 2: bad arguments, no service or no active sale, or any other error; 130:
@@ -12,6 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { HELP, parseOptions } from './args.js';
 import { audit } from './audit.js';
 import { createClient } from './client.js';
+import { crowdAudit, runCrowd } from './crowd.js';
 import { checkOut } from './out.js';
 import { progress } from './progress.js';
 import { print, summary } from './report.js';
@@ -47,6 +48,17 @@ async function main(): Promise<number> {
   const client = createClient(o.url, o.users);
   try {
     const sale = await activeSale(client, o.url);
+    if (o.profileName === 'crowd') {
+      // The waiting room's rehearsal (crowd.ts): its own run and audit.
+      const stopAt = sale.endsAt + o.duration * 1000;
+      log(`crowd: ${o.users} users, ${o.burst * 100}% in the pre-queue of the sale after ${sale.id}, against ${o.url}`);
+      const result = await runCrowd(sale, { origin: o.url, ...o, stopAt, log });
+      const report = crowdAudit(result);
+      for (const [key, value] of Object.entries(report)) log(`${key}: ${JSON.stringify(value)}`);
+      writeFileSync(o.out, `${JSON.stringify(report, null, 2)}\n`);
+      log(`report written to ${o.out}`);
+      return report.ok ? 0 : 1;
+    }
     // The audit judges this run by what changed, so earlier runs on the same sale do not count.
     const before = await saleState(client, sale);
     const runId = randomBytes(4).toString('hex');

@@ -33,6 +33,8 @@ export const profiles: Record<string, Profile> = {
     ],
     popular: true,
   },
+  // A crowd at the waiting room (WAITING_ROOM=on): run by crowd.ts, not run.ts.
+  crowd: { users: 50_000, duration: 600, behaviours: everyone, popular: false },
 };
 
 /** The behaviour of user number i of n, so the shares hold exactly. */
