@@ -259,7 +259,7 @@ describe('the HTTP API (PRODUCT.md §2)', () => {
 
     it('GET /items/{id}/image.svg serves the items of a past sale, up to that sale’s own size', async () => {
       const { ids } = app.deps;
-      const past = ids.windowAt(clock.now() - 3 * 3600 * 1000);
+      const past = ids.windowContaining(clock.now() - 3 * 3600 * 1000);
       // An instance living three hours ago creates that sale, with SALE_ITEMS=200.
       await (await env.app({ clock: offsetClock(past.startsAt - Date.now()) })).deps.sales.active();
       const pastItem = (i: number) => ids.itemId(past.id, i);

@@ -34,7 +34,7 @@ describe('pg_dump -Fc, then pg_restore into a fresh database (docs/operations.md
 
   it('restores a database the service starts on, where the sale’s audit holds and its codes still buy', async () => {
     const app = await env.app();
-    const sale = app.deps.ids.windowAt(Date.now()).id;
+    const sale = app.deps.ids.windowContaining(Date.now()).id;
     const confirmed: Confirmed[] = [];
     const pending: string[] = [];
     for (let i = 0; i < 12; i++) {

@@ -30,7 +30,7 @@ describe('POST /checkout', () => {
     assert.equal(body.item_id, `${sale}-00001`);
     assert.equal(body.user_id, 'alice');
     assert.match(body.code as string, new RegExp(`^${sale}-[0-9a-f]{32}$`));
-    assert.equal(body.expires_at, new Date(app.deps.ids.windowOf(sale)!.endsAt).toISOString());
+    assert.equal(body.expires_at, new Date(app.deps.ids.windowOfSale(sale)!.endsAt).toISOString());
   });
 
   it('again for the same user and item, returns the same code (a refresh burns nothing)', async () => {

@@ -43,7 +43,7 @@ describe('Redis Cluster (3 masters + 3 replicas), REDIS_URL naming one node', ()
     envs.push(env);
     const apps = [await env.app(), await env.app(), await env.app()];
     const bases = await Promise.all(apps.map((a) => a.listen({ port: 0, host: '127.0.0.1' })));
-    return { env, apps, bases, sale: apps[0]!.deps.ids.windowAt(Date.now()).id };
+    return { env, apps, bases, sale: apps[0]!.deps.ids.windowContaining(Date.now()).id };
   }
 
   /** The active sale's state is marked loaded into the master that owns its slot, with that master's run_id. */
@@ -58,7 +58,10 @@ describe('Redis Cluster (3 masters + 3 replicas), REDIS_URL naming one node', ()
     const { apps, sale } = await instances();
     await loadedOnOwner(apps[0]!, sale);
     const { ids, sales, config } = apps[0]!.deps;
-    const windows = Array.from({ length: 12 }, (_, k) => ids.windowAt(Date.now() + k * config.SALE_DURATION * 1000).id);
+    const windows = Array.from(
+      { length: 12 },
+      (_, k) => ids.windowContaining(Date.now() + k * config.SALE_DURATION * 1000).id,
+    );
     const owners = new Set<number>();
     for (const id of windows) {
       await sales.rebuild(id);

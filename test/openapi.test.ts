@@ -185,7 +185,7 @@ describe('GET /openapi.json', () => {
   });
 
   it('the GET routes: each answer is the documented one', async () => {
-    const past = app.deps.ids.windowAt(Date.now() - 3600 * 1000).id;
+    const past = app.deps.ids.windowContaining(Date.now() - 3600 * 1000).id;
     await probe(app, 'GET', '/sales/active', '/sales/active', 200);
     await probe(app, 'GET', `/sales/${sale}`, '/sales/{sale_id}', 200);
     await probe(app, 'GET', `/sales/${past}`, '/sales/{sale_id}', 404);
@@ -310,7 +310,7 @@ describe('GET /openapi.json', () => {
       const queue = on.deps.queue!;
       while (queue.admission.age() > 1000) await new Promise((resolve) => setTimeout(resolve, 20));
       queue.admission.stop(); // from here, admission steps only when the test says
-      const sale = on.deps.ids.windowAt(now).id;
+      const sale = on.deps.ids.windowContaining(now).id;
       const join = async (user: string, expected = 200) =>
         json<{ ticket: string }>(await probe(on, 'POST', `/queue/join?user_id=${user}`, '/queue/join', expected));
       const tickets: string[] = [];

@@ -89,7 +89,7 @@ describe('POST /checkout and POST /purchase through PgBouncer (transaction pooli
   });
 
   it('sells no item twice, lets no user pass the limit, loses no confirmed purchase, never opening more than its server connections', async () => {
-    const saleId = apps[0]!.deps.ids.windowAt(Date.now()).id;
+    const saleId = apps[0]!.deps.ids.windowContaining(Date.now()).id;
     const itemId = (i: number) => apps[0]!.deps.ids.itemId(saleId, i);
     const confirmed = new Map<string, Confirmed>();
     let maxServerConnections = 0;

@@ -21,7 +21,7 @@ describe('the reconciler (Redis against PostgreSQL for the active sale)', () => 
 
   it('reconcile() gives back a reservation PostgreSQL never confirmed, and writes back a purchase Redis lost', async () => {
     const { ids, redis, config, reconciler, clock } = app.deps;
-    const sale = ids.windowAt(clock.now()).id;
+    const sale = ids.windowContaining(clock.now()).id;
     const keys = saleKeys(config.REDIS_PREFIX, sale);
     // A confirmed purchase, then Redis loses it.
     const bought = await checkout('a', ids.itemId(sale, 1));
@@ -49,7 +49,7 @@ describe('the reconciler (Redis against PostgreSQL for the active sale)', () => 
       env: { DB_POOL_SIZE: '1', DEPENDENCY_TIMEOUT_MS: '5000', RECONCILE_INTERVAL_MS: '3600000' },
     });
     const { ids, reconciler, clock, db, metrics } = reconciling.deps;
-    const sale = ids.windowAt(clock.now()).id;
+    const sale = ids.windowContaining(clock.now()).id;
     const code = await checkout('late', ids.itemId(sale, 300));
     const gate = await env.pg.connect();
     try {
@@ -82,7 +82,7 @@ describe('the reconciler (Redis against PostgreSQL for the active sale)', () => 
 
   it('run() exports the drift of its last pass and when that pass completed, on the instance that ran it', async () => {
     const { ids, redis, config, reconciler, clock, metrics } = app.deps;
-    const sale = ids.windowAt(clock.now()).id;
+    const sale = ids.windowContaining(clock.now()).id;
     const keys = saleKeys(config.REDIS_PREFIX, sale);
     const orphan = await checkout('c', ids.itemId(sale, 3));
     await redis.command('hset', ['HSET', keys.sold, '3', `${orphan}|1|${clock.now() - 10_000}`]);

@@ -82,7 +82,7 @@ describe('POST /checkout, for a sale that lost its partition, is still recorded 
 
   it('answers 200, lands in the DEFAULT partition, and moves into the sale’s partition when it is created again', async () => {
     const app = await env.app();
-    const sale = app.deps.ids.windowAt(Date.now()).id;
+    const sale = app.deps.ids.windowContaining(Date.now()).id;
     await env.pg.query(`ALTER TABLE checkout_attempts DETACH PARTITION checkout_attempts_${sale}`);
     await env.pg.query(`DROP TABLE checkout_attempts_${sale}`);
     const res = await app.inject({ method: 'POST', url: `/checkout?user_id=u1&id=${sale}-00001` });

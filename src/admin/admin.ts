@@ -48,7 +48,7 @@ export function createAdmin(deps: AdminDeps) {
   }
 
   async function existing(saleId: string) {
-    const row = ids.windowOf(saleId) && (await admin.saleSummary(saleId));
+    const row = ids.windowOfSale(saleId) && (await admin.saleSummary(saleId));
     if (!row) throw new AppError('SALE_NOT_FOUND', saleId);
     return row;
   }

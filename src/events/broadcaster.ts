@@ -135,7 +135,7 @@ export function createBroadcaster(deps: Deps) {
   async function tick() {
     const started = performance.now();
     if (clients.size === 0) return; // nobody to tell: no read
-    if (!sale || sale.id !== ids.windowAt(clock.now()).id) {
+    if (!sale || sale.id !== ids.windowContaining(clock.now()).id) {
       const next = await load();
       // Clients that watched the previous sale hear of the next one; the new
       // sale's sold items follow as soon as they are read.

@@ -244,7 +244,7 @@ export function createPurchase(deps: PurchaseDeps) {
     /** `buyer`: AUTH=jwt's verified user, who must own the code (403 otherwise); undefined when AUTH=off. */
     async purchase(input: { code: string; ip: string; buyer?: string }): Promise<Answer> {
       const saleId = ids.saleIdOfCode(input.code);
-      const window = ids.windowOf(saleId);
+      const window = ids.windowOfSale(saleId);
       const now = clock.now();
       if (!window || now < window.startsAt) throw new AppError('CODE_NOT_FOUND');
       if (now >= window.endsAt) return afterSaleEnded(input.code, saleId, input.buyer);

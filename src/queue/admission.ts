@@ -40,9 +40,9 @@ export function createAdmission(deps: AdmissionDeps) {
 
   /** The running sale, and the next one while its pre-queue is open. */
   function salesAt(now: number): { current: SaleWindow; upcoming: SaleWindow | undefined } {
-    const current = ids.windowAt(now);
+    const current = ids.windowContaining(now);
     const open = current.endsAt - now <= config.PREQUEUE_SECONDS * 1000;
-    return { current, upcoming: open ? ids.windowAt(current.endsAt) : undefined };
+    return { current, upcoming: open ? ids.windowContaining(current.endsAt) : undefined };
   }
 
   const expireAt = (sale: SaleWindow) => sale.endsAt + config.SALE_DURATION * 1000;

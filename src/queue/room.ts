@@ -228,7 +228,7 @@ export function createQueue(deps: QueueDeps) {
     const query = request.query as { user_id?: string; code?: string; ticket?: string };
     const { ticket } = check(request.headers[TICKET_HEADER] ?? query.ticket);
     // Purchase names no user: its code is bound to the user whose admitted checkout got it.
-    const saleId = route === 'checkout' ? ids.windowAt(clock.now()).id : ids.saleIdOfCode(query.code ?? '');
+    const saleId = route === 'checkout' ? ids.windowContaining(clock.now()).id : ids.saleIdOfCode(query.code ?? '');
     if (ticket.saleId !== saleId) throw new AppError('TICKET_INVALID', 'another sale');
     if (route === 'checkout' && ticket.userId !== query.user_id) throw new AppError('TICKET_INVALID', 'another user');
     const s = standing(ticket);

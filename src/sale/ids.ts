@@ -23,8 +23,9 @@ export function createIds(saleDurationSec: number, saleItems: number) {
   const saleIdPattern = `\\d{${idLength}}`;
 
   // Every request asks for the current window: format it once per window.
+  /** The sale window this instant falls in. */
   let last: SaleWindow | undefined;
-  function windowAt(epochMs: number): SaleWindow {
+  function windowContaining(epochMs: number): SaleWindow {
     const startsAt = Math.floor(epochMs / durationMs) * durationMs;
     if (last?.startsAt !== startsAt) {
       const compact = new Date(startsAt).toISOString().replace(/\D/g, ''); // YYYYMMDDHHmmssSSS
@@ -34,7 +35,7 @@ export function createIds(saleDurationSec: number, saleItems: number) {
   }
 
   /** The window a sale id names, or undefined if the id is not one this configuration issues. */
-  function windowOf(saleId: string): SaleWindow | undefined {
+  function windowOfSale(saleId: string): SaleWindow | undefined {
     if (!new RegExp(`^${saleIdPattern}$`).test(saleId)) return undefined;
     const d = saleId.padEnd(14, '0');
     const startsAt = Date.UTC(
@@ -45,13 +46,13 @@ export function createIds(saleDurationSec: number, saleItems: number) {
       +d.slice(10, 12),
       +d.slice(12, 14),
     );
-    const window = windowAt(startsAt);
+    const window = windowContaining(startsAt);
     return window.id === saleId ? window : undefined;
   }
 
   return {
-    windowAt,
-    windowOf,
+    windowContaining,
+    windowOfSale,
     itemId: (saleId: string, index: number) => `${saleId}-${String(index).padStart(indexWidth, '0')}`,
     /** Splits an item id into its sale and index (format is checked by the route schema). */
     parseItemId(itemId: string): { saleId: string; index: number } {

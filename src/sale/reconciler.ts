@@ -78,7 +78,7 @@ export function createReconciler(deps: Infra) {
    * other instances skip this round rather than repeat it.
    */
   async function run(): Promise<void> {
-    const saleId = ids.windowAt(clock.now()).id;
+    const saleId = ids.windowContaining(clock.now()).id;
     try {
       const taken = await locks.acquire(
         'reconcile',

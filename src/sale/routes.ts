@@ -34,7 +34,7 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales 
   const totalItems = createSaleSizes(sales);
 
   async function saleOr404(saleId: string) {
-    const sale = ids.windowOf(saleId) && (await sales.info(saleId));
+    const sale = ids.windowOfSale(saleId) && (await sales.info(saleId));
     if (!sale) throw new AppError('SALE_NOT_FOUND', saleId);
     return sale;
   }
@@ -124,7 +124,7 @@ export function saleRoutes(app: FastifyInstance, deps: { ids: Ids; sales: Sales 
     },
     handler: async (request, reply) => {
       const { saleId, index } = ids.parseItemId(request.params.id);
-      const total = ids.windowOf(saleId) && (await totalItems(saleId));
+      const total = ids.windowOfSale(saleId) && (await totalItems(saleId));
       if (!total || index >= total) throw new AppError('ITEM_NOT_FOUND', `${request.params.id} does not exist`);
       return reply.type('image/svg+xml').header('cache-control', IMMUTABLE).send(itemImageSvg(request.params.id));
     },

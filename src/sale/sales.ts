@@ -54,7 +54,7 @@ export function createSales(deps: Infra) {
 
   /** The sale running now, created if nobody has yet. */
   async function active(): Promise<SaleWindow> {
-    const sale = ids.windowAt(clock.now());
+    const sale = ids.windowContaining(clock.now());
     await ensure(sale);
     return sale;
   }
@@ -96,7 +96,7 @@ export function createSales(deps: Infra) {
       // Keys outlive the sale by one window, then Redis drops them by itself.
       // Each hash gets a placeholder field "|" (no user, index or code can be
       // "|") so that it exists, and carries that expiry, even when empty.
-      const expireAt = ids.windowOf(saleId)!.endsAt + config.SALE_DURATION * 1000;
+      const expireAt = ids.windowOfSale(saleId)!.endsAt + config.SALE_DURATION * 1000;
       const writes: Promise<unknown>[] = [];
       for (const [key, fields] of hashes) {
         writes.push(redis.command('hset', ['HSET', key, '|', '']));
@@ -133,9 +133,9 @@ export function createSales(deps: Infra) {
    */
   async function tick(): Promise<void> {
     const now = clock.now();
-    const current = ids.windowAt(now);
+    const current = ids.windowContaining(now);
     const lead = Math.min(60_000, (config.SALE_DURATION * 1000) / 2) + tickIntervalMs;
-    const upcoming = current.endsAt - now <= lead ? [current, ids.windowAt(current.endsAt)] : [current];
+    const upcoming = current.endsAt - now <= lead ? [current, ids.windowContaining(current.endsAt)] : [current];
     for (const sale of upcoming) {
       await ensure(sale);
       if (!(await redis.loaded(saleKeys(config.REDIS_PREFIX, sale.id)))) await rebuild(sale.id);
@@ -159,7 +159,7 @@ export function createSales(deps: Infra) {
 
   // The active sale's gauges, read once per scrape for both.
   metrics.produce(['sale_items_total', 'sale_items_sold'], async ([total, sold]) => {
-    const sale = await data.sales.find(ids.windowAt(clock.now()).id).catch(() => undefined);
+    const sale = await data.sales.find(ids.windowContaining(clock.now()).id).catch(() => undefined);
     total.set(sale?.totalItems ?? 0);
     sold.set(sale?.itemsSold ?? 0);
   });
