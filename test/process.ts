@@ -3,17 +3,10 @@
  * (`node dist/src/server.js`) and private redis-servers on free ports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+
+export { freePort } from '../tools/ports.js';
 
 const server = new URL('../src/server.js', import.meta.url).pathname;
-
-export async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address() as { port: number };
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 export interface Proc {
   child: ChildProcess;

@@ -18,7 +18,8 @@ import { cpuSeconds, family, latencyBuckets, metricSum, peakRssMb, quantile, wrk
 import { pinnedBench } from './pinned.js';
 import { jwtLoad, verificationShares } from './auth.js';
 import { instrumentationShare } from './profile.js';
-import { freePort, machine, root, startHello, startService } from './service.js';
+import { freePort } from '../ports.js';
+import { machine, root, startHello, startService } from './service.js';
 import { queueLines, queueLoads } from './queue.js';
 
 const { values } = parseArgs({

@@ -1,22 +1,15 @@
 /** Starting what the bench loads: the service against a fresh database, or the bare node:http yardstick. */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { cpus, totalmem } from 'node:os';
 
 import pg from 'pg';
 
+import { freePort } from '../ports.js';
+
 export const PG = 'postgres://postgres@127.0.0.1:5432';
 export const root = new URL('../../../', import.meta.url).pathname;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address() as { port: number };
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 export async function until(probe: () => Promise<boolean>, ms: number) {
   const deadline = Date.now() + ms;
