@@ -18,7 +18,6 @@ import { cpuSeconds, family, latencyBuckets, metricSum, peakRssMb, quantile, wrk
 import { pinnedBench } from './pinned.js';
 import { jwtLoad, verificationShares } from './auth.js';
 import { instrumentationShare } from './profile.js';
-import { freePort } from '../ports.js';
 import { machine, root, startHello, startService } from './service.js';
 import { queueLines, queueLoads } from './queue.js';
 
@@ -122,7 +121,6 @@ if (values.streams) {
   const { streamsBench } = await import('./streams.js');
   await streamsBench({
     root,
-    freePort,
     seconds,
     connections,
     watchers: Number(values.watchers),
@@ -211,7 +209,7 @@ const lines = [
 // The waiting room's loads (tools/bench/queue.ts), compared with this run's yardstick and checkout.
 lines.push(
   ...queueLines(
-    await queueLoads({ root, here, seconds, connections }),
+    await queueLoads({ here, seconds, connections }),
     hello,
     rows.find((r) => r.name === 'checkout-only')!.wrk,
   ),

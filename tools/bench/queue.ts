@@ -5,17 +5,14 @@
  * with WAITING_ROOM=on. The goals: status polls ≥ 50% of the bare node:http
  * yardstick of the same run, joins ≥ the checkout rate.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import pg from 'pg';
-
 import { cpuSeconds, family, wrk, type WrkResult } from './measure.js';
+import { startHello, startService } from './service.js';
 
-const PG = 'postgres://postgres@127.0.0.1:5432';
 /** Tickets the status load polls: enough that no one ticket is hot. */
 const TICKETS = 2000;
 
@@ -23,27 +20,12 @@ const TICKETS = 2000;
  * The bare node:http yardstick again, right before the status load: on a busy
  * shared machine, a yardstick measured minutes earlier is no fair comparison.
  */
-async function yardstick(root: string, seconds: number, connections: number): Promise<WrkResult> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [`${root}dist/tools/bench/hello.js`], {
-    env: { ...process.env, PORT: String(port) },
-    stdio: 'ignore',
-  });
+async function yardstick(seconds: number, connections: number): Promise<WrkResult> {
+  const hello = await startHello();
   try {
-    for (let deadline = Date.now() + 10_000; ;) {
-      if (
-        await fetch(`http://127.0.0.1:${port}/`).then(
-          (r) => r.ok,
-          () => false,
-        )
-      )
-        break;
-      if (Date.now() > deadline) throw new Error('the yardstick did not start');
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return wrk(`http://127.0.0.1:${port}/`, seconds, connections);
+    return wrk(hello.url, seconds, connections);
   } finally {
-    child.kill();
+    await hello.stop();
   }
 }
 
@@ -53,48 +35,17 @@ export interface QueueRow {
   cpuCores: number;
 }
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address() as { port: number };
-  await new Promise((r) => probe.close(r));
-  return port;
-}
-
-export async function queueLoads(options: { root: string; here: string; seconds: number; connections: number }) {
-  const db = `fs_bench_${randomBytes(4).toString('hex')}`;
-  const port = await freePort();
-  const child = spawn(process.execPath, [`${options.root}dist/src/server.js`], {
+export async function queueLoads(options: { here: string; seconds: number; connections: number }) {
+  const service = await startService({
     env: {
-      ...process.env,
-      PORT: String(port),
-      DATABASE_URL: `${PG}/${db}`,
-      REDIS_PREFIX: db,
-      SALE_ITEMS: '10000',
-      LOG_LEVEL: 'warn',
-      RATE_LIMIT_USER_PER_SEC: '0',
-      RATE_LIMIT_IP_PER_SEC: '0',
       WAITING_ROOM: 'on',
       WAITING_ROOM_SECRET: randomBytes(32).toString('hex'),
       PREQUEUE_SECONDS: '0',
     },
-    stdio: 'ignore',
   });
-  const base = `http://127.0.0.1:${port}`;
+  const { base } = service;
   const dir = mkdtempSync(join(tmpdir(), 'fs-bench-queue-'));
   try {
-    for (let deadline = Date.now() + 30_000; ;) {
-      if (
-        await fetch(`${base}/health`).then(
-          (r) => r.ok,
-          () => false,
-        )
-      )
-        break;
-      if (Date.now() > deadline) throw new Error('the service did not start');
-      await new Promise((r) => setTimeout(r, 20));
-    }
     const tickets: string[] = [];
     for (let i = 0; i < TICKETS; i += 50) {
       const batch = Array.from({ length: 50 }, (_, j) =>
@@ -106,9 +57,9 @@ export async function queueLoads(options: { root: string; here: string; seconds:
     }
     const file = join(dir, 'tickets');
     writeFileSync(file, `${tickets.join('\n')}\n`);
-    const pids = family(child.pid!);
+    const pids = family(service.pid);
     const rows: QueueRow[] = [];
-    const adjacent = await yardstick(options.root, options.seconds, options.connections);
+    const adjacent = await yardstick(options.seconds, options.connections);
     process.stdout.write(`bare node:http (again, before queue-status): ${adjacent.rps.toFixed(0)} req/s\n`);
     for (const [name, script, env] of [
       ['queue-status', 'queue-status.lua', { TICKETS: file }],
@@ -123,12 +74,7 @@ export async function queueLoads(options: { root: string; here: string; seconds:
     return { rows, adjacent };
   } finally {
     rmSync(dir, { recursive: true, force: true });
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-    const admin = new pg.Client({ connectionString: `${PG}/postgres` });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-    await admin.end();
+    await service.stop();
   }
 }
 

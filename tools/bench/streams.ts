@@ -6,15 +6,12 @@
  * memory per stream, and the stampede's rate with watchers as a share of its
  * rate without, measured in the same run. Results go into docs/PERFORMANCE.md.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 
-import pg from 'pg';
-
 import { cpuSeconds, wrk, type WrkResult } from './measure.js';
+import { sleep, startService } from './service.js';
 
-const PG = 'postgres://postgres@127.0.0.1:5432';
 /** The stampede picks items below this index; the watchers' probes buy the ones above. */
 const STAMPEDE_ITEMS = 9000;
 
@@ -28,53 +25,14 @@ interface Latency {
 }
 
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function service(root: string, port: number, db: string) {
-  const child = spawn(process.execPath, [`${root}dist/src/server.js`], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      DATABASE_URL: `${PG}/${db}`,
-      REDIS_PREFIX: db,
-      SALE_ITEMS: '10000',
-      LOG_LEVEL: 'warn',
-      MAX_STREAMS: '20000',
-      RATE_LIMIT_USER_PER_SEC: '0',
-      RATE_LIMIT_IP_PER_SEC: '0',
-    },
-    stdio: 'ignore',
-  });
-  const base = `http://127.0.0.1:${port}`;
-  for (
-    let i = 0;
-    !(await fetch(`${base}/health`).then(
-      (r) => r.ok,
-      () => false,
-    ));
-    i++
-  ) {
-    if (i > 1500) throw new Error('the service did not start');
-    await sleep(20);
-  }
-  const sale = ((await (await fetch(`${base}/sales/active`)).json()) as { id: string }).id;
-  return { child, base, sale };
-}
-
-async function dropDb(db: string) {
-  const admin = new pg.Client({ connectionString: `${PG}/postgres` });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-  await admin.end();
-}
 
 /** One stampede against a fresh service, with `watchers` streams open throughout (0: none). */
-async function run(opts: { root: string; port: number; seconds: number; connections: number; watchers: number }) {
-  const db = `fs_bench_${randomBytes(4).toString('hex')}`;
-  const { child, base, sale } = await service(opts.root, opts.port, db);
+async function run(opts: { root: string; seconds: number; connections: number; watchers: number }) {
+  const service = await startService({ env: { MAX_STREAMS: '20000' } });
+  const { base, sale } = service;
   let watchers: ChildProcess | undefined;
   try {
-    const rssBefore = rssKb(child.pid!);
+    const rssBefore = rssKb(service.pid);
     let perStreamKb = NaN;
     if (opts.watchers > 0) {
       watchers = fork(
@@ -84,12 +42,12 @@ async function run(opts: { root: string; port: number; seconds: number; connecti
       );
       await new Promise((ready) => watchers!.once('message', ready));
       await sleep(1000); // let the service's heap settle after the burst of connections
-      perStreamKb = (rssKb(child.pid!) - rssBefore) / opts.watchers;
+      perStreamKb = (rssKb(service.pid) - rssBefore) / opts.watchers;
       watchers.send('probe');
     }
     const script = `${opts.root}tools/bench/stampede.lua`;
     // Where the 2 cores went: the service's share, and the watchers' own.
-    const pids = { service: [child.pid!], watchers: watchers ? [watchers.pid!] : [] };
+    const pids = { service: [service.pid], watchers: watchers ? [watchers.pid!] : [] };
     const cpu0 = { service: cpuSeconds(pids.service), watchers: cpuSeconds(pids.watchers) };
     const t0 = Date.now();
     const result = wrk(base, opts.seconds, opts.connections, script, { SALE: sale, ITEMS: String(STAMPEDE_ITEMS) });
@@ -109,15 +67,12 @@ async function run(opts: { root: string; port: number; seconds: number; connecti
     return { result, perStreamKb, latency, cores };
   } finally {
     watchers?.kill();
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-    await dropDb(db);
+    await service.stop();
   }
 }
 
 export async function streamsBench(opts: {
   root: string;
-  freePort: () => Promise<number>;
   seconds: number;
   connections: number;
   watchers: number;
@@ -126,10 +81,10 @@ export async function streamsBench(opts: {
 }) {
   const { log, watchers } = opts;
   const common = { root: opts.root, seconds: opts.seconds, connections: opts.connections };
-  const solo = await run({ ...common, port: await opts.freePort(), watchers: 0 });
+  const solo = await run({ ...common, watchers: 0 });
   const alone: WrkResult = solo.result;
   log(`stampede alone: ${alone.rps.toFixed(0)} req/s`);
-  const watched = await run({ ...common, port: await opts.freePort(), watchers });
+  const watched = await run({ ...common, watchers });
   const l = watched.latency!;
   const ratio = watched.result.rps / alone.rps;
   const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
