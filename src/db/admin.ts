@@ -34,6 +34,14 @@ const auditValues = (e: AuditEntry) => [
   e.result,
 ];
 
+/** A sale with its state and counts, for the operator's views (one row per sale). */
+const SALE_SUMMARY = `SELECT s.id, s.starts_at, s.ends_at, s.total_items, c.state,
+    (SELECT count(*) FROM purchases p WHERE p.sale_id = s.id) AS sold,
+    (SELECT count(DISTINCT user_id) FROM purchases p WHERE p.sale_id = s.id) AS buyers,
+    (SELECT coalesce(json_object_agg(outcome, n), '{}') FROM
+       (SELECT outcome, count(*) AS n FROM checkout_attempts a WHERE a.sale_id = s.id GROUP BY outcome) o) AS attempts
+  FROM sales s LEFT JOIN sale_controls c ON c.sale_id = s.id`;
+
 export function adminTables(db: Db) {
   return {
     /** States other than open of sales not yet over at `now`: what every instance polls. */
@@ -95,13 +103,7 @@ export function adminTables(db: Db) {
       const { rows } = await db.query<SaleSummaryRow>(
         'select',
         'sales',
-        `SELECT s.id, s.starts_at, s.ends_at, s.total_items, c.state,
-                (SELECT count(*) FROM purchases p WHERE p.sale_id = s.id) AS sold,
-                (SELECT count(DISTINCT user_id) FROM purchases p WHERE p.sale_id = s.id) AS buyers,
-                (SELECT coalesce(json_object_agg(outcome, n), '{}') FROM
-                   (SELECT outcome, count(*) AS n FROM checkout_attempts a WHERE a.sale_id = s.id
-                    GROUP BY outcome) o) AS attempts
-         FROM sales s LEFT JOIN sale_controls c ON c.sale_id = s.id
+        `${SALE_SUMMARY}
          WHERE s.starts_at <= to_timestamp($1 / 1000.0) + (s.ends_at - s.starts_at)
          ORDER BY s.starts_at DESC LIMIT $2`,
         [now, limit],
@@ -110,18 +112,7 @@ export function adminTables(db: Db) {
     },
 
     async saleSummary(saleId: string): Promise<SaleSummaryRow | undefined> {
-      const { rows } = await db.query<SaleSummaryRow>(
-        'select',
-        'sales',
-        `SELECT s.id, s.starts_at, s.ends_at, s.total_items, c.state,
-                (SELECT count(*) FROM purchases p WHERE p.sale_id = s.id) AS sold,
-                (SELECT count(DISTINCT user_id) FROM purchases p WHERE p.sale_id = s.id) AS buyers,
-                (SELECT coalesce(json_object_agg(outcome, n), '{}') FROM
-                   (SELECT outcome, count(*) AS n FROM checkout_attempts a WHERE a.sale_id = $1
-                    GROUP BY outcome) o) AS attempts
-         FROM sales s LEFT JOIN sale_controls c ON c.sale_id = s.id WHERE s.id = $1`,
-        [saleId],
-      );
+      const { rows } = await db.query<SaleSummaryRow>('select', 'sales', `${SALE_SUMMARY} WHERE s.id = $1`, [saleId]);
       return rows[0];
     },
 
