@@ -94,11 +94,15 @@ describe('waiting room admission', () => {
     });
     procs.push(proc);
     await serviceReady(port);
+    // The process must lead before the standby starts, or the standby may take the lease first.
+    await waitFor('the lease taken by the process', async () => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      return /^queue_admission_leader 1$/m.test(text) ? true : undefined;
+    });
     const standby = await env.app({ env: room({ ADMIT_PER_SEC: '20', PREQUEUE_SECONDS: '0' }) });
     const queue = standby.deps.queue!;
-    await waitFor('the lease taken by the process', async () =>
-      queue.admission.age() < 1000 && !queue.admission.leading() ? true : undefined,
-    );
+    await waitFor('the standby reading the counters', async () => (queue.admission.age() < 1000 ? true : undefined));
+    assert.equal(queue.admission.leading(), false);
     const { sale_id: sale } = await join(standby, 'first');
     await Promise.all(Array.from({ length: 400 }, (_, i) => join(standby, `k${i}`)));
     await waitFor('admission by the process', async () =>
