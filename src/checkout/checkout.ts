@@ -6,7 +6,7 @@
 import { AppError, unavailable } from '../errors.js';
 import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
-import type { CheckoutInput, RateLimits } from '../redis/scripts.js';
+import { rateLimits, type CheckoutInput } from '../redis/scripts.js';
 import type { Sales } from '../sale/sales.js';
 import type { SoldCache, SoldItem } from '../sale/sold-cache.js';
 
@@ -17,12 +17,7 @@ export type CheckoutDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'ids' | 'cl
 
 export function createCheckout(deps: CheckoutDeps) {
   const { config, data, redis, ids, sales, clock, soldCache } = deps;
-  const limits: RateLimits = {
-    ownRate: config.RATE_LIMIT_USER_PER_SEC,
-    ownBurst: config.RATE_LIMIT_USER_BURST,
-    ipRate: config.RATE_LIMIT_IP_PER_SEC,
-    ipBurst: config.RATE_LIMIT_IP_BURST,
-  };
+  const limits = rateLimits(config);
 
   /**
    * Redis's answer for this user and item: the code, or the refusal (returned,

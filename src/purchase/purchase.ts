@@ -9,7 +9,7 @@ import { AppError, unavailable } from '../errors.js';
 import type { Infra } from '../infra.js';
 import { saleKeys, type SaleKeys } from '../redis/keys.js';
 import { PURCHASE_LOCK_TTL_MS } from '../redis/lock.js';
-import type { PurchaseInput, RateLimits } from '../redis/scripts.js';
+import { rateLimits, type PurchaseInput } from '../redis/scripts.js';
 import { imageUrl, itemName } from '../sale/catalog.js';
 import type { Sales } from '../sale/sales.js';
 import type { SoldCache } from '../sale/sold-cache.js';
@@ -35,12 +35,7 @@ const replay = (p: PurchaseRow): Answer => ({ outcome: 'replay', body: body(p) }
 
 export function createPurchase(deps: PurchaseDeps) {
   const { config, data, redis, locks, ids, sales, clock, soldCache, metrics } = deps;
-  const limits: RateLimits = {
-    ownRate: config.RATE_LIMIT_USER_PER_SEC,
-    ownBurst: config.RATE_LIMIT_USER_BURST,
-    ipRate: config.RATE_LIMIT_IP_PER_SEC,
-    ipBurst: config.RATE_LIMIT_IP_BURST,
-  };
+  const limits = rateLimits(config);
   const indexOf = (itemId: string) => ids.parseItemId(itemId).index;
 
   /**

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 
 import { defineScript, type CommandParser } from 'redis';
 
+import type { Config } from '../config.js';
 import type { QueueKeys, SaleKeys } from './keys.js';
 
 const LUA_DIR = new URL('./lua/', import.meta.url);
@@ -24,6 +25,13 @@ export interface RateLimits {
   ipRate: number;
   ipBurst: number;
 }
+/** The configured buckets: per user (checkout) or per code (purchase) share one setting, and per IP. */
+export const rateLimits = (config: Config): RateLimits => ({
+  ownRate: config.RATE_LIMIT_USER_PER_SEC,
+  ownBurst: config.RATE_LIMIT_USER_BURST,
+  ipRate: config.RATE_LIMIT_IP_PER_SEC,
+  ipBurst: config.RATE_LIMIT_IP_BURST,
+});
 const limitArgs = (l: RateLimits) => [String(l.ownRate), String(l.ownBurst), String(l.ipRate), String(l.ipBurst)];
 
 /** A sold item in the `sold` hash: "code|slot|purchased_at_ms". */
