@@ -101,6 +101,33 @@ describe('POST /checkout of an item PostgreSQL confirmed sold (answered from mem
     ]);
   });
 
+  it('POST /purchase again with a code that bought replays the purchase from memory: no script, no PostgreSQL lookup', async () => {
+    const second = await env.app();
+    await checkout(second, 'warm4', 5); // the second instance now holds the active sale
+    const code = await buy(first, 'buyer4', 4);
+    const receipt = (await post(first, `/purchase?code=${code}`)).body;
+    await waitFor('the purchase to reach the second instance', async () =>
+      second.deps.soldCache.purchaseOf(sale, code) ? true : undefined,
+    );
+    const text = async (app: App) => (await app.inject('/metrics')).body;
+    const io = async (app: App) => {
+      const metrics = await text(app);
+      const count = (pattern: RegExp) => Number(pattern.exec(metrics)?.[1] ?? 0);
+      return [
+        count(/^redis_command_duration_seconds_count\{command="purchase"\} (\d+)$/m),
+        count(/^db_query_duration_seconds_count\{query_type="select",table="purchases"\} (\d+)$/m),
+      ];
+    };
+    for (const app of [first, second]) {
+      const before = await io(app);
+      const replay = await post(app, `/purchase?code=${code}`);
+      assert.equal(replay.statusCode, 200);
+      assert.equal(replay.body, receipt);
+      assert.deepEqual(await io(app), before);
+    }
+    assert.match(await text(second), /^purchase_replays_total 1$/m);
+  });
+
   it('learns a purchase another instance committed from its message, and one made before it started from PostgreSQL', async () => {
     const second = await env.app();
     await checkout(second, 'warm2', 3); // the second instance now holds the active sale

@@ -23,7 +23,8 @@ export type PurchaseDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'locks' | '
 const LOCK_POLL_MS = 20;
 const MAX_CONFLICT_RETRIES = 2;
 
-const body = (p: PurchaseRow) => ({
+type Purchased = Pick<PurchaseRow, 'saleId' | 'itemId' | 'userId' | 'at'>;
+const body = (p: Purchased) => ({
   sale_id: p.saleId,
   item_id: p.itemId,
   user_id: p.userId,
@@ -31,7 +32,7 @@ const body = (p: PurchaseRow) => ({
   purchased_at: new Date(p.at).toISOString(),
 });
 type Answer = { outcome: 'success' | 'replay'; body: ReturnType<typeof body> };
-const replay = (p: PurchaseRow): Answer => ({ outcome: 'replay', body: body(p) });
+const replay = (p: Purchased): Answer => ({ outcome: 'replay', body: body(p) });
 
 export function createPurchase(deps: PurchaseDeps) {
   const { config, data, redis, locks, ids, sales, clock, soldCache, metrics } = deps;
@@ -243,6 +244,12 @@ export function createPurchase(deps: PurchaseDeps) {
       const now = clock.now();
       if (!window || now < window.startsAt) throw new AppError('CODE_NOT_FOUND');
       if (now >= window.endsAt) return afterSaleEnded(input.code, saleId, input.buyer);
+      // A code that bought, sent again: its confirmed purchase is in memory (src/sale/sold-cache.ts).
+      const bought = soldCache.purchaseOf(saleId, input.code);
+      if (bought) {
+        checkOwner(input.buyer, bought.userId);
+        return replay(bought);
+      }
       return buyInOpenSale(input.code, saleId, input.ip, input.buyer);
     },
   };

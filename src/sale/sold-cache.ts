@@ -1,7 +1,9 @@
 /**
  * Items PostgreSQL confirmed sold in the active sale, in process memory, so a
  * checkout of one needs no Redis round trip (issue 16: after the first
- * seconds of a stampede ~88% of requests are checkouts of sold items).
+ * seconds of a stampede ~88% of requests are checkouts of sold items), and a
+ * purchase repeated with a code that bought (a double click, a retry) replays
+ * without Redis or PostgreSQL.
  *
  * Only PostgreSQL-confirmed facts go in, and such a fact never stops being
  * true: a purchase row is never deleted. They come from the purchases this
@@ -17,10 +19,11 @@
  */
 import type { Infra } from '../infra.js';
 
-/** Who bought an item, with which code. */
+/** Who bought an item, with which code, and when (purchased_at, epoch ms). */
 export interface SoldItem {
   userId: string;
   code: string;
+  at: number;
 }
 
 export type SoldCacheDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'ids' | 'log'>;
@@ -31,15 +34,19 @@ export function createSoldCache(deps: SoldCacheDeps) {
   const channel = `${config.REDIS_PREFIX}:sold`;
   let saleId: string | undefined;
   let items = new Map<number, SoldItem>();
+  let byCode = new Map<string, number>(); // code → index in items
 
   function add(sale: string, index: number, item: SoldItem) {
-    if (sale === saleId) items.set(index, item);
+    if (sale !== saleId) return;
+    items.set(index, item);
+    byCode.set(item.code, index);
   }
 
   /** A sale seen for the first time: start from what PostgreSQL already confirmed. */
   function switchTo(sale: string) {
     saleId = sale;
     items = new Map();
+    byCode = new Map();
     data.purchases.listBySale(sale).then(
       (rows) => rows.forEach((p) => add(p.saleId, ids.parseItemId(p.itemId).index, p)),
       (err: unknown) => log.debug({ err }, 'sold items not loaded; checkouts take the Redis path'),
@@ -51,9 +58,9 @@ export function createSoldCache(deps: SoldCacheDeps) {
   const subscriber = redis.client.duplicate();
   subscriber.on('error', () => {}); // the main connection already reports Redis outages
   const onMessage = (message: string) => {
-    // "<sale id>|<index>|<user>|<code>": none of these can contain '|'.
-    const [sale, index, userId, code] = message.split('|');
-    if (sale && index && userId && code) add(sale, Number(index), { userId, code });
+    // "<sale id>|<index>|<user>|<code>|<purchased_at ms>": none of these can contain '|'.
+    const [sale, index, userId, code, at] = message.split('|');
+    if (sale && index && userId && code && at) add(sale, Number(index), { userId, code, at: Number(at) });
   };
 
   return {
@@ -62,12 +69,20 @@ export function createSoldCache(deps: SoldCacheDeps) {
       if (sale !== saleId) switchTo(sale);
       return items.get(index);
     },
+    /** The purchase a code of the active sale made, if PostgreSQL is known to have confirmed it. */
+    purchaseOf(sale: string, code: string): (SoldItem & { saleId: string; itemId: string }) | undefined {
+      if (sale !== saleId) switchTo(sale);
+      const index = byCode.get(code);
+      const item = index === undefined ? undefined : items.get(index);
+      return item && { ...item, saleId: sale, itemId: ids.itemId(sale, index!) };
+    },
     /** A purchase PostgreSQL just confirmed (committed): remembered here and told to every instance. */
-    confirmed(p: { saleId: string; itemId: string; userId: string; code: string }) {
+    confirmed(p: { saleId: string; itemId: string; userId: string; code: string; at: number }) {
       const index = ids.parseItemId(p.itemId).index;
       add(p.saleId, index, p);
       // Not awaited: the answer does not wait for it, and a lost message costs only the slow path.
-      redis.command('publish', ['PUBLISH', channel, `${p.saleId}|${index}|${p.userId}|${p.code}`]).catch(() => {});
+      const message = `${p.saleId}|${index}|${p.userId}|${p.code}|${p.at}`;
+      redis.command('publish', ['PUBLISH', channel, message]).catch(() => {});
     },
     /** Subscribes; connecting retries by itself while Redis is down (await it only if Redis is up). */
     start(): Promise<void> {
