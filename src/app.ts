@@ -68,12 +68,15 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const retention = createRetention(infra);
   const queue = config.WAITING_ROOM === 'on' ? createQueue(infra) : undefined;
 
-  const { app, inFlight, addMethodNotAllowed } = await createHttp({ config, log, metrics });
+  const { app, inFlight, lane, addMethodNotAllowed } = await createHttp({ config, log, metrics });
+  // The hot lane (http/lane.ts) serves checkout and purchase in the default
+  // modes; with AUTH=jwt or the waiting room on, their checks run as route hooks.
+  const hot = config.AUTH === 'off' && !queue ? lane : undefined;
 
   registerAuth(app, infra); // AUTH=jwt: the buyer check checkout and purchase declare (docs/security.md)
   registerAdmin(app, infra); // the operator API and the kill switch's gates
-  checkoutRoutes(app, { ids, checkout, admission: queue?.guard('checkout') });
-  purchaseRoutes(app, { ids, purchase, admission: queue?.guard('purchase') });
+  checkoutRoutes(app, { ids, checkout, admission: queue?.guard('checkout'), lane: hot });
+  purchaseRoutes(app, { ids, purchase, admission: queue?.guard('purchase'), lane: hot });
   queueRoutes(app, queue); // registered either way: off, they answer 404 (documented)
   saleRoutes(app, { ids, sales });
   healthRoutes(app, { db, redis, inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });

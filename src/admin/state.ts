@@ -27,7 +27,7 @@ export const PAUSED_RETRY_AFTER_S = 5;
 
 declare module 'fastify' {
   interface FastifyInstance {
-    saleGate: { checkout: Gate; purchase: Gate };
+    saleGate: { checkout: Gate; purchase: Gate; allOpen: () => boolean };
   }
 }
 type Gate = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
@@ -101,7 +101,8 @@ export function createSaleStates(
       states = next;
     },
     get: (saleId: string): SaleState => states.get(saleId) ?? 'open',
-    gates: { checkout, purchase },
+    /** The route hooks, and whether they can be skipped (no sale paused or ended): the hot lane's check. */
+    gates: { checkout, purchase, allOpen: () => states.size === 0 },
     intervalMs: config.SALE_STATE_REFRESH_MS,
   };
 }

@@ -5,6 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
 import { saleOpen } from '../admin/state.js';
 import { buyer } from '../auth/buyer.js';
+import type { Lane } from '../http/lane.js';
 import type { Ids } from '../sale/ids.js';
 import { responses, USER_ID, USER_ID_RULE } from '../http/schemas.js';
 import { guardErrors, ticketHeaders, ticketQuery } from '../queue/schemas.js';
@@ -12,8 +13,9 @@ import type { Checkout } from './checkout.js';
 
 export function checkoutRoutes(
   app: FastifyInstance,
-  deps: { ids: Ids; checkout: Checkout; admission?: preHandlerAsyncHookHandler },
+  deps: { ids: Ids; checkout: Checkout; admission?: preHandlerAsyncHookHandler; lane?: Lane },
 ) {
+  const answer = (userId: string, itemId: string, ip: string) => deps.checkout.checkout({ userId, itemId, ip });
   app.withTypeProvider<TypeBoxTypeProvider>().post('/checkout', {
     config: { name: 'checkout' },
     preValidation: buyer, // AUTH=jwt: the token's sub is the user
@@ -60,13 +62,15 @@ export function checkoutRoutes(
       ),
     },
     handler: async (request) => {
-      const result = await deps.checkout.checkout({
-        userId: request.query.user_id,
-        itemId: request.query.id,
-        ip: request.ip,
-      });
+      const result = await answer(request.query.user_id, request.query.id, request.ip);
       request.outcome = 'OK';
       return result;
     },
+  });
+  deps.lane?.add('/checkout', {
+    name: 'checkout',
+    params: { user_id: new RegExp(USER_ID), id: new RegExp(deps.ids.patterns.itemId) },
+    ready: app.saleGate.allOpen,
+    answer: async (query, ip) => ({ outcome: 'OK', body: await answer(query.user_id!, query.id!, ip) }),
   });
 }

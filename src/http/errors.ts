@@ -30,11 +30,15 @@ function fromFastify(err: FastifyError, request: FastifyRequest): AppError {
   return new AppError('INTERNAL');
 }
 
+/** The error shape: {"error":{"code","message"}}, plus "field" when one input is to blame. */
+export const errorPayload = (error: AppError) => ({
+  error: { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) },
+});
+
 export function sendError(reply: FastifyReply, error: AppError) {
   reply.request.outcome = error.code;
   if (error.retryAfter !== undefined) reply.header('retry-after', String(error.retryAfter));
-  const body = { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) };
-  return reply.code(error.status).type('application/json').send({ error: body });
+  return reply.code(error.status).type('application/json').send(errorPayload(error));
 }
 
 /** Answers on the raw socket, in the error shape, and closes it: for requests that never reach a route. */

@@ -3,6 +3,8 @@
  * request metrics and shedding, the drain, the Host, body and method rules.
  * Routes are added by the caller, then `addMethodNotAllowed()` once they all are.
  */
+import { createServer, type ServerOptions } from 'node:http';
+
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import type { Logger } from 'pino';
 
@@ -11,12 +13,32 @@ import type { Metrics } from '../metrics/metrics.js';
 import { BODY_LIMIT, ignoreBodies } from './body.js';
 import { boundDrain } from './drain.js';
 import { clientErrorHandler, frameworkErrors, registerErrorHandling, requireHost } from './errors.js';
-import { instrument } from './instrument.js';
+import { createRequestAccounting, instrument } from './instrument.js';
+import { createLane } from './lane.js';
 import { methodRouting } from './methods.js';
 import { openapi } from './openapi.js';
 
+type ServerFactoryOptions = {
+  http: ServerOptions;
+  keepAliveTimeout: number;
+  requestTimeout: number;
+  connectionTimeout: number;
+};
+
 export async function createHttp({ config, log, metrics }: { config: Config; log: Logger; metrics: Metrics }) {
+  const requests = createRequestAccounting(metrics, config.MAX_IN_FLIGHT);
+  const lane = createLane({ requests, metrics, log, trustProxy: config.TRUST_PROXY });
   const app = Fastify({
+    // The server Fastify would create, with the hot lane (lane.ts) before Fastify's own handler.
+    // Its options are the ones below, with Fastify's defaults filled in.
+    serverFactory: (handler, options) => {
+      const { http, keepAliveTimeout, requestTimeout, connectionTimeout } = options as ServerFactoryOptions;
+      const server = createServer(http, (req, res) => lane.take(req, res) || handler(req, res));
+      server.keepAliveTimeout = keepAliveTimeout;
+      server.requestTimeout = requestTimeout;
+      server.setTimeout(connectionTimeout);
+      return server;
+    },
     loggerInstance: log as FastifyBaseLogger, // pino's Logger is wider than Fastify's logger type
     // Per-request log lines cost more than the request at 15k/s; metrics count requests.
     logController: new LogController({ disableRequestLogging: true }),
@@ -37,10 +59,10 @@ export async function createHttp({ config, log, metrics }: { config: Config; log
   });
   await openapi(app);
   registerErrorHandling(app);
-  const { inFlight } = instrument(app, metrics, config.MAX_IN_FLIGHT);
+  instrument(app, requests);
   boundDrain(app, config.REQUEST_TIMEOUT_MS);
   app.addHook('onRequest', requireHost);
   ignoreBodies(app);
   const addMethodNotAllowed = methodRouting(app);
-  return { app, inFlight, addMethodNotAllowed };
+  return { app, inFlight: requests.inFlight, lane, addMethodNotAllowed };
 }

@@ -1,7 +1,9 @@
 /**
- * Request metrics and load shedding, as hooks around every route.
- * Labels are bounded whatever clients send: `handler` is the matched route's
- * name or "unmatched", `method` is one of a fixed set or "OTHER".
+ * Request metrics and load shedding. `createRequestAccounting` holds the
+ * in-flight count and the one way a request is counted; `instrument` applies
+ * them to every Fastify route as hooks, and the hot lane (lane.ts) calls them
+ * directly. Labels are bounded whatever clients send: `handler` is the matched
+ * route's name or "unmatched", `method` is one of a fixed set or "OTHER".
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
@@ -32,35 +34,76 @@ declare module 'fastify' {
   }
 }
 
-export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: number) {
+/** The answer to a request shed because MAX_IN_FLIGHT requests are in flight. */
+export const overloaded = () => new AppError('UNAVAILABLE', 'service (overloaded)', 1);
+
+export function createRequestAccounting(metrics: Metrics, maxInFlight: number) {
   let inFlight = 0;
   metrics.produce(['http_requests_in_flight'], ([g]) => g.set(inFlight));
+  const duration = children(metrics.httpRequestDuration);
+  const total = children(metrics.httpRequestsTotal);
+  const checkoutFailure = children(metrics.checkoutFailure);
+  const purchaseFailure = children(metrics.purchaseFailure);
+
+  // Business counters: every request that reached checkout or purchase is an
+  // attempt, and ends as exactly one success, replay or failure{reason}.
+  function countBusiness(handler: string, outcome: string) {
+    if (handler === 'checkout') {
+      metrics.checkoutAttempts.inc();
+      if (outcome === 'OK') metrics.checkoutSuccess.inc();
+      else checkoutFailure(reason(outcome, checkoutReasons)).inc();
+    } else if (handler === 'purchase') {
+      metrics.purchaseAttempts.inc();
+      if (outcome === 'OK') metrics.purchaseSuccess.inc();
+      else if (outcome === 'REPLAY') metrics.purchaseReplays.inc();
+      else purchaseFailure(reason(outcome, purchaseReasons)).inc();
+    }
+  }
+
+  return {
+    inFlight: () => inFlight,
+    /** A request starts: false (and counted as shed) if it is one too many. */
+    enter(): boolean {
+      inFlight++;
+      if (inFlight <= maxInFlight) return true;
+      metrics.shedTotal.inc({ reason: 'in_flight' });
+      return false;
+    },
+    leave() {
+      inFlight--;
+    },
+    /** Counts one answered request; call exactly once per request. */
+    count(handler: string, method: string, status: number, seconds: number, outcome: string) {
+      const m = METHODS.has(method) ? method : 'OTHER';
+      const s = String(status);
+      duration(handler, m, s).observe(seconds);
+      total(handler, m, s).inc();
+      countBusiness(handler, outcome);
+    },
+  };
+}
+
+export type RequestAccounting = ReturnType<typeof createRequestAccounting>;
+
+export function instrument(app: FastifyInstance, requests: RequestAccounting) {
   app.decorateRequest('outcome', '');
   app.decorateRequest('decided', false);
   app.decorateRequest('counted', false);
 
   app.addHook('onRequest', (request, reply, done) => {
     if (request.routeOptions.config.stream) return done();
-    inFlight++;
+    const admitted = requests.enter();
     reply.raw.once('close', () => {
-      inFlight--;
+      requests.leave();
       // The client left before the answer was written: Fastify will not run
       // onResponse, so a decided answer is counted here (an undecided one is
       // counted by onSend when the service decides it).
       if (request.decided && !reply.raw.writableFinished) count(request, reply);
     });
-    if (inFlight > maxInFlight) {
-      metrics.shedTotal.inc({ reason: 'in_flight' });
-      void sendError(reply, new AppError('UNAVAILABLE', 'service (overloaded)', 1));
-      return;
-    }
+    if (!admitted) return void sendError(reply, overloaded());
     done();
   });
 
-  const duration = children(metrics.httpRequestDuration);
-  const total = children(metrics.httpRequestsTotal);
-  const checkoutFailure = children(metrics.checkoutFailure);
-  const purchaseFailure = children(metrics.purchaseFailure);
   // Every request is counted once, with the status and outcome the service
   // decided, whether or not its client stayed to read the answer: when the
   // response finishes (onResponse), or else when both the answer is decided
@@ -79,27 +122,6 @@ export function instrument(app: FastifyInstance, metrics: Metrics, maxInFlight: 
     if (request.counted) return;
     request.counted = true;
     const handler = request.routeOptions.config.name ?? 'unmatched';
-    const method = METHODS.has(request.method) ? request.method : 'OTHER';
-    const status = String(reply.statusCode);
-    duration(handler, method, status).observe(reply.elapsedTime / 1000);
-    total(handler, method, status).inc();
-    countBusiness(handler, request.outcome);
+    requests.count(handler, request.method, reply.statusCode, reply.elapsedTime / 1000, request.outcome);
   }
-
-  // Business counters: every request that reached checkout or purchase is an
-  // attempt, and ends as exactly one success, replay or failure{reason}.
-  function countBusiness(handler: string, outcome: string) {
-    if (handler === 'checkout') {
-      metrics.checkoutAttempts.inc();
-      if (outcome === 'OK') metrics.checkoutSuccess.inc();
-      else checkoutFailure(reason(outcome, checkoutReasons)).inc();
-    } else if (handler === 'purchase') {
-      metrics.purchaseAttempts.inc();
-      if (outcome === 'OK') metrics.purchaseSuccess.inc();
-      else if (outcome === 'REPLAY') metrics.purchaseReplays.inc();
-      else purchaseFailure(reason(outcome, purchaseReasons)).inc();
-    }
-  }
-
-  return { inFlight: () => inFlight };
 }

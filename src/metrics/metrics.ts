@@ -248,6 +248,11 @@ export function createMetrics() {
   );
 
   const shedTotal = counter('http_requests_shed_total', 'Requests refused before any work, by why', ['reason']);
+  const hotLaneRequests = counter(
+    'http_hot_lane_requests_total',
+    'Checkouts and purchases answered by the hot lane rather than their Fastify route (also counted in http_requests_total)',
+    ['handler'],
+  );
   const reconcileDrift = new Gauge({
     name: 'sale_reconcile_drift_items',
     help: 'Differences between Redis and PostgreSQL found by the last reconciliation of the active sale',
@@ -402,6 +407,7 @@ export function createMetrics() {
     redisLockFailure,
     redisLockDuration,
     shedTotal,
+    hotLaneRequests,
     reconcileDrift,
     reconcileRuns,
     reconcileLastRun,

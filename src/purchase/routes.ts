@@ -6,14 +6,20 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { responses } from '../http/schemas.js';
 import { saleOpen } from '../admin/state.js';
 import { buyer } from '../auth/buyer.js';
+import type { Lane } from '../http/lane.js';
 import type { Ids } from '../sale/ids.js';
 import { guardErrors, ticketHeaders, ticketQuery } from '../queue/schemas.js';
 import type { Purchase } from './purchase.js';
 
 export function purchaseRoutes(
   app: FastifyInstance,
-  deps: { ids: Ids; purchase: Purchase; admission?: preHandlerAsyncHookHandler },
+  deps: { ids: Ids; purchase: Purchase; admission?: preHandlerAsyncHookHandler; lane?: Lane },
 ) {
+  // The outcome label and the body: a replay answers as the purchase it replays.
+  const answer = async (code: string, ip: string, buyer: string | undefined) => {
+    const { outcome, body } = await deps.purchase.purchase({ code, ip, buyer });
+    return { outcome: outcome === 'success' ? 'OK' : 'REPLAY', body };
+  };
   app.withTypeProvider<TypeBoxTypeProvider>().post('/purchase', {
     config: { name: 'purchase' },
     preValidation: buyer, // AUTH=jwt: a verified buyer, who must own the code (403 otherwise)
@@ -61,10 +67,15 @@ export function purchaseRoutes(
       ),
     },
     handler: async (request) => {
-      const { code } = request.query;
-      const { outcome, body } = await deps.purchase.purchase({ code, ip: request.ip, buyer: request.buyer });
-      request.outcome = outcome === 'success' ? 'OK' : 'REPLAY';
+      const { outcome, body } = await answer(request.query.code, request.ip, request.buyer);
+      request.outcome = outcome;
       return body;
     },
+  });
+  deps.lane?.add('/purchase', {
+    name: 'purchase',
+    params: { code: new RegExp(deps.ids.patterns.code) },
+    ready: app.saleGate.allOpen,
+    answer: (query, ip) => answer(query.code!, ip, undefined),
   });
 }

@@ -1,0 +1,126 @@
+/**
+ * The hot lane (issue 16): POST /checkout and POST /purchase answered from
+ * Node's request event, below Fastify, when the request is the plain one a
+ * stampede sends: no body, a Host, a query of exactly the route's parameters,
+ * each once, each matching its pattern as sent (no percent-encoding). Every
+ * other request, and every request while the lane is not `ready` (a sale an
+ * operator paused or ended), goes on to the Fastify route, which stays the
+ * reference for the route's whole contract (validation messages, 405, 413,
+ * AUTH=jwt, the waiting room): the lane never refuses what the route would
+ * take, and answers what it takes as the route does, from the same use case,
+ * with the same error shape, shedding and metrics (test/lane.test.ts compares
+ * the two). What it saves, and why it exists: docs/ARCHITECTURE.md.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+
+import proxyAddr from '@fastify/proxy-addr';
+import type { Logger } from 'pino';
+
+import { AppError } from '../errors.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { errorPayload } from './errors.js';
+import { overloaded, type RequestAccounting } from './instrument.js';
+
+export interface LaneRoute {
+  /** The `handler` label, as the Fastify route's. */
+  name: string;
+  /** Every query parameter the lane takes, all required: anything else goes to the Fastify route. */
+  params: Record<string, RegExp>;
+  /** False while the route needs what only the Fastify route does (checked per request). */
+  ready: () => boolean;
+  /** The route's answer: the outcome label and the body of a 200, or a thrown AppError. */
+  answer(query: Record<string, string>, ip: string): Promise<{ outcome: string; body: unknown }>;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+export function createLane(deps: {
+  requests: RequestAccounting;
+  metrics: Metrics;
+  log: Logger;
+  trustProxy: false | string;
+}) {
+  const { requests, metrics, log } = deps;
+  type Added = LaneRoute & { served: ReturnType<Metrics['hotLaneRequests']['labels']> };
+  const routes = new Map<string, Added>();
+  // The client's address as Fastify's request.ip gives it (trustProxy: the same list, the same library).
+  const trusted = deps.trustProxy ? proxyAddr.compile(deps.trustProxy.split(',').map((e) => e.trim())) : undefined;
+  const ipOf = (req: IncomingMessage) => (trusted ? proxyAddr(req, trusted) : req.socket.remoteAddress!);
+
+  /** The query's parameters if they are exactly the route's, each once and valid as sent; else undefined. */
+  function parse(search: string, params: LaneRoute['params']): Record<string, string> | undefined {
+    const query: Record<string, string> = {};
+    let found = 0;
+    for (const pair of search.split('&')) {
+      const eq = pair.indexOf('=');
+      const key = pair.slice(0, eq);
+      const pattern = eq > 0 ? params[key] : undefined;
+      if (!pattern || key in query) return undefined;
+      const value = pair.slice(eq + 1);
+      if (!pattern.test(value)) return undefined;
+      query[key] = value;
+      found++;
+    }
+    return found === Object.keys(params).length ? query : undefined;
+  }
+
+  function send(res: ServerResponse, status: number, body: unknown, retryAfter?: number) {
+    const payload = JSON.stringify(body);
+    const headers: Record<string, string | number> = {
+      'content-type': JSON_TYPE,
+      'content-length': Buffer.byteLength(payload),
+    };
+    if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter);
+    res.writeHead(status, headers).end(payload);
+  }
+
+  async function serve(route: Added, query: Record<string, string>, req: IncomingMessage, res: ServerResponse) {
+    const started = performance.now();
+    route.served.inc();
+    let status = 200;
+    let outcome: string;
+    if (!requests.enter()) {
+      const error = overloaded();
+      ({ status, code: outcome } = error);
+      send(res, status, errorPayload(error), error.retryAfter);
+    } else {
+      try {
+        const answer = await route.answer(query, ipOf(req));
+        outcome = answer.outcome;
+        send(res, status, answer.body);
+      } catch (err) {
+        if (!(err instanceof AppError)) log.error({ err }, 'request failed');
+        const error = err instanceof AppError ? err : new AppError('INTERNAL');
+        ({ status, code: outcome } = error);
+        send(res, status, errorPayload(error), error.retryAfter);
+      }
+    }
+    requests.leave();
+    requests.count(route.name, 'POST', status, (performance.now() - started) / 1000, outcome);
+  }
+
+  return {
+    /** Adds a route to the lane (the Fastify route of the same path must exist: it takes the rest). */
+    add(path: string, route: LaneRoute) {
+      routes.set(path, { ...route, served: metrics.hotLaneRequests.labels(route.name) });
+    },
+    /** Answers the request if it is one for the lane (true), else leaves it alone (false). */
+    take(req: IncomingMessage, res: ServerResponse): boolean {
+      if (req.method !== 'POST' || routes.size === 0) return false;
+      const url = req.url!;
+      const mark = url.indexOf('?');
+      const route = mark > 0 ? routes.get(url.slice(0, mark)) : undefined;
+      if (!route || !route.ready()) return false;
+      const { headers } = req;
+      if (headers.host === undefined || headers['transfer-encoding'] !== undefined) return false;
+      if (headers['content-length'] !== undefined && headers['content-length'] !== '0') return false;
+      const query = parse(url.slice(mark + 1), route.params);
+      if (!query) return false;
+      void serve(route, query, req, res);
+      return true;
+    },
+  };
+}
+
+export type Lane = ReturnType<typeof createLane>;
