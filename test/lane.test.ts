@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 
 import type { App } from '../src/app.js';
 import { itemId, json, testEnv, type TestEnv } from './helpers.js';
+import { waitFor } from './process.js';
 
 const TOKEN = 'operator-token-0123456789-abcdefghij';
 
@@ -170,5 +171,52 @@ describe('POST /checkout and POST /purchase through the hot lane', () => {
     assert.equal((await admin('resume')).statusCode, 200);
     assert.equal((await overHttp(`/checkout?user_id=kim&id=${itemId(sale, 50)}`)).status, 200);
     assert.equal((await served('checkout')) - before, 1, 'the lane answered');
+  });
+});
+
+describe('GET /queue/status through the hot lane (WAITING_ROOM=on)', () => {
+  let env: TestEnv;
+  let app: App;
+  let base: string;
+
+  before(async () => {
+    env = await testEnv({ WAITING_ROOM: 'on', WAITING_ROOM_SECRET: 'a-waiting-room-secret-of-32-bytes-or-more' });
+    app = await env.app();
+    base = await app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  after(() => env.close());
+
+  const served = async () => {
+    const text = (await app.inject('/metrics')).body;
+    return Number(/^http_hot_lane_requests_total\{handler="queue_status"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+  };
+  const answers = async (url: string) => {
+    const before = await served();
+    const lane = await fetch(`${base}${url}`);
+    assert.equal((await served()) - before, 1, `the lane answered ${url}`);
+    const route = await app.inject(url);
+    return [
+      { status: lane.status, retryAfter: lane.headers.get('retry-after'), body: await lane.json() },
+      { status: route.statusCode, retryAfter: route.headers['retry-after'] ?? null, body: json(route) },
+    ];
+  };
+
+  it('answers a ticket’s standing, with its Retry-After, as the route does', async () => {
+    const { ticket } = json<{ ticket: string }>(await app.inject({ method: 'POST', url: '/queue/join?user_id=lea' }));
+    const url = `/queue/status?ticket=${ticket}`;
+    // Admitted, the standing holds still (a waiting one moves, and its Retry-After is drawn at random).
+    await waitFor('the ticket admitted', async () => (json(await app.inject(url)).admitted ? true : undefined));
+    const [lane, route] = await answers(url);
+    assert.equal(lane!.status, 200);
+    assert.match(lane!.retryAfter!, /^\d+$/);
+    assert.deepEqual(lane, route);
+  });
+
+  it('answers a forged ticket 403 TICKET_INVALID as the route does', async () => {
+    const { ticket } = json<{ ticket: string }>(await app.inject({ method: 'POST', url: '/queue/join?user_id=max' }));
+    const forged = `${ticket.slice(0, -2)}${ticket.endsWith('AA') ? 'BB' : 'AA'}`;
+    const [lane, route] = await answers(`/queue/status?ticket=${forged}`);
+    assert.equal(lane!.status, 403);
+    assert.deepEqual(lane, route);
   });
 });

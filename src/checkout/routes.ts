@@ -68,6 +68,7 @@ export function checkoutRoutes(
     },
   });
   deps.lane?.add('/checkout', {
+    method: 'POST',
     name: 'checkout',
     params: { user_id: new RegExp(USER_ID), id: new RegExp(deps.ids.patterns.itemId) },
     ready: app.saleGate.allOpen,

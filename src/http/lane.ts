@@ -1,15 +1,17 @@
 /**
- * The hot lane (issue 16): POST /checkout and POST /purchase answered from
- * Node's request event, below Fastify, when the request is the plain one a
- * stampede sends: no body, a Host, a query of exactly the route's parameters,
- * each once, each matching its pattern as sent (no percent-encoding). Every
- * other request, and every request while the lane is not `ready` (a sale an
- * operator paused or ended), goes on to the Fastify route, which stays the
- * reference for the route's whole contract (validation messages, 405, 413,
- * AUTH=jwt, the waiting room): the lane never refuses what the route would
- * take, and answers what it takes as the route does, from the same use case,
- * with the same error shape, shedding and metrics (test/lane.test.ts compares
- * the two). What it saves, and why it exists: docs/ARCHITECTURE.md.
+ * The hot lane (issue 16): the requests that come in floods (POST /checkout
+ * and POST /purchase in a stampede, GET /queue/status from a waiting crowd)
+ * answered from Node's request event, below Fastify, when the request is the
+ * plain one clients send: no body, a Host, a query of exactly the route's
+ * parameters, each once, each matching its pattern as sent (no
+ * percent-encoding). Every other request, and every request while the lane is
+ * not `ready` (a sale an operator paused or ended), goes on to the Fastify
+ * route, which stays the reference for the route's whole contract (validation
+ * messages, 405, 413, HEAD, AUTH=jwt, the waiting room's guard): the lane
+ * never refuses what the route would take, and answers what it takes as the
+ * route does, from the same use case, with the same error shape, shedding and
+ * metrics (test/lane.test.ts compares the two). What it saves, and why it
+ * exists: docs/ARCHITECTURE.md, "The hot lane".
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -23,14 +25,20 @@ import { errorPayload } from './errors.js';
 import { overloaded, type RequestAccounting } from './instrument.js';
 
 export interface LaneRoute {
+  method: 'GET' | 'POST';
   /** The `handler` label, as the Fastify route's. */
   name: string;
   /** Every query parameter the lane takes, all required: anything else goes to the Fastify route. */
   params: Record<string, RegExp>;
   /** False while the route needs what only the Fastify route does (checked per request). */
   ready: () => boolean;
-  /** The route's answer: the outcome label and the body of a 200, or a thrown AppError. */
-  answer(query: Record<string, string>, ip: string): Promise<{ outcome: string; body: unknown }>;
+  /** The route's answer: the outcome label, the body of a 200 and its headers, or a thrown AppError. */
+  answer(query: Record<string, string>, ip: string): Promise<LaneAnswer>;
+}
+export interface LaneAnswer {
+  outcome: string;
+  body: unknown;
+  headers?: Record<string, string>;
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -65,15 +73,13 @@ export function createLane(deps: {
     return found === Object.keys(params).length ? query : undefined;
   }
 
-  function send(res: ServerResponse, status: number, body: unknown, retryAfter?: number) {
+  function send(res: ServerResponse, status: number, body: unknown, extra?: Record<string, string>) {
     const payload = JSON.stringify(body);
-    const headers: Record<string, string | number> = {
-      'content-type': JSON_TYPE,
-      'content-length': Buffer.byteLength(payload),
-    };
-    if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter);
+    const headers = { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(payload), ...extra };
     res.writeHead(status, headers).end(payload);
   }
+  const retryAfter = (error: AppError) =>
+    error.retryAfter === undefined ? undefined : { 'retry-after': String(error.retryAfter) };
 
   async function serve(route: Added, query: Record<string, string>, req: IncomingMessage, res: ServerResponse) {
     const started = performance.now();
@@ -83,34 +89,34 @@ export function createLane(deps: {
     if (!requests.enter()) {
       const error = overloaded();
       ({ status, code: outcome } = error);
-      send(res, status, errorPayload(error), error.retryAfter);
+      send(res, status, errorPayload(error), retryAfter(error));
     } else {
       try {
         const answer = await route.answer(query, ipOf(req));
         outcome = answer.outcome;
-        send(res, status, answer.body);
+        send(res, status, answer.body, answer.headers);
       } catch (err) {
         if (!(err instanceof AppError)) log.error({ err }, 'request failed');
         const error = err instanceof AppError ? err : new AppError('INTERNAL');
         ({ status, code: outcome } = error);
-        send(res, status, errorPayload(error), error.retryAfter);
+        send(res, status, errorPayload(error), retryAfter(error));
       }
     }
     requests.leave();
-    requests.count(route.name, 'POST', status, (performance.now() - started) / 1000, outcome);
+    requests.count(route.name, route.method, status, (performance.now() - started) / 1000, outcome);
   }
 
   return {
-    /** Adds a route to the lane (the Fastify route of the same path must exist: it takes the rest). */
+    /** Adds a route to the lane (the Fastify route of the same method and path must exist: it takes the rest). */
     add(path: string, route: LaneRoute) {
-      routes.set(path, { ...route, served: metrics.hotLaneRequests.labels(route.name) });
+      routes.set(`${route.method} ${path}`, { ...route, served: metrics.hotLaneRequests.labels(route.name) });
     },
     /** Answers the request if it is one for the lane (true), else leaves it alone (false). */
     take(req: IncomingMessage, res: ServerResponse): boolean {
-      if (req.method !== 'POST' || routes.size === 0) return false;
+      if (routes.size === 0) return false;
       const url = req.url!;
       const mark = url.indexOf('?');
-      const route = mark > 0 ? routes.get(url.slice(0, mark)) : undefined;
+      const route = mark > 0 ? routes.get(`${req.method} ${url.slice(0, mark)}`) : undefined;
       if (!route || !route.ready()) return false;
       const { headers } = req;
       if (headers.host === undefined || headers['transfer-encoding'] !== undefined) return false;

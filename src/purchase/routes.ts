@@ -73,6 +73,7 @@ export function purchaseRoutes(
     },
   });
   deps.lane?.add('/purchase', {
+    method: 'POST',
     name: 'purchase',
     params: { code: new RegExp(deps.ids.patterns.code) },
     ready: app.saleGate.allOpen,

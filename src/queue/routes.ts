@@ -4,6 +4,7 @@ import { Type } from 'typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
 import { AppError } from '../errors.js';
+import type { Lane } from '../http/lane.js';
 import { responses, retryAfter, USER_ID, USER_ID_RULE } from '../http/schemas.js';
 import type { Queue } from './room.js';
 import { TICKET_PATTERN } from './ticket.js';
@@ -24,7 +25,7 @@ const OFF = 'the waiting room is off (`WAITING_ROOM=off`): the answer of an unkn
  * describes them; off, they answer 404 NOT_FOUND as an unknown path does
  * (before validation: a malformed request gets the same 404).
  */
-export function queueRoutes(app: FastifyInstance, queue: Queue | undefined) {
+export function queueRoutes(app: FastifyInstance, queue: Queue | undefined, lane?: Lane) {
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();
   const off = queue
     ? undefined
@@ -92,6 +93,17 @@ export function queueRoutes(app: FastifyInstance, queue: Queue | undefined) {
   });
 
   if (!queue) return;
+  // The crowd's polls, on the hot lane (http/lane.ts).
+  lane?.add('/queue/status', {
+    method: 'GET',
+    name: 'queue_status',
+    params: { ticket: new RegExp(TICKET_PATTERN) },
+    ready: () => true,
+    answer: async (query) => {
+      const { body, retryAfter: seconds } = queue.status(query.ticket!);
+      return { outcome: 'OK', body, headers: { 'retry-after': String(seconds) } };
+    },
+  });
   app.addHook('onReady', async () => queue.admission.start());
   app.addHook('onClose', async () => queue.admission.stop());
 }

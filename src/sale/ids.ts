@@ -21,6 +21,7 @@ export function createIds(saleDurationSec: number, saleItems: number) {
   const idLength = 10 + (saleDurationSec % 3600 === 0 ? 0 : 2) + (saleDurationSec % 60 === 0 ? 0 : 2);
   const indexWidth = Math.max(5, String(saleItems - 1).length);
   const saleIdPattern = `\\d{${idLength}}`;
+  const saleIdRegExp = new RegExp(`^${saleIdPattern}$`);
 
   // Every request asks for the current window: format it once per window.
   /** The sale window this instant falls in. */
@@ -36,7 +37,8 @@ export function createIds(saleDurationSec: number, saleItems: number) {
 
   /** The window a sale id names, or undefined if the id is not one this configuration issues. */
   function windowOfSale(saleId: string): SaleWindow | undefined {
-    if (!new RegExp(`^${saleIdPattern}$`).test(saleId)) return undefined;
+    if (last?.id === saleId) return last; // every purchase asks, mostly about the current window
+    if (!saleIdRegExp.test(saleId)) return undefined;
     const d = saleId.padEnd(14, '0');
     const startsAt = Date.UTC(
       +d.slice(0, 4),
