@@ -76,7 +76,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   registerAuth(app, infra); // AUTH=jwt: the buyer check checkout and purchase declare (docs/security.md)
   registerAdmin(app, infra); // the operator API and the kill switch's gates
   checkoutRoutes(app, { ids, checkout, admission: queue?.guard('checkout'), lane: hot });
-  purchaseRoutes(app, { ids, purchase, admission: queue?.guard('purchase'), lane: hot });
+  purchaseRoutes(app, { ids, purchase, admission: queue?.guard('purchase'), bought: queue?.bought, lane: hot });
   queueRoutes(app, queue, lane); // registered either way: off, they answer 404 (documented)
   saleRoutes(app, { ids, sales });
   healthRoutes(app, { db, redis, inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 
 import type { App } from '../src/app.js';
-import { saleKeys, type SaleKeys } from '../src/redis/keys.js';
+import { queueKeys, saleKeys, type SaleKeys } from '../src/redis/keys.js';
 import { testEnv, type TestEnv } from './helpers.js';
 
 describe('Lua scripts, run directly against Redis', () => {
@@ -199,6 +199,18 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.equal(holds, 1);
     assert.deepEqual(await hash(keys.sold), ['1', 'c1|1|1000', '7', 'c7|2|5']);
     assert.deepEqual(await hash(keys.users), ['u', '1', 'u|2', '7']);
+  });
+
+  it('queue-done-1: a buyer is added once, at their exact place in the order, and the set expires with the room', async () => {
+    const q = queueKeys(env.config.REDIS_PREFIX, `${sale}${Math.random().toString(36).slice(2, 8)}`);
+    const expireAt = Date.now() + 60_000;
+    const done = (userId: string, order: number) => scripts().queueDone({ keys: q, userId, order, expireAt });
+    assert.equal(await done('u', 2 ** 48 + 5), true);
+    assert.equal(await done('u', 2 ** 48 + 5), false, 'a further purchase by the same person');
+    assert.equal(await done('v', 2 ** 48 - 1), true);
+    const scores = await app.deps.redis.command<string[]>('zrange', ['ZRANGE', q.done, '0', '-1', 'WITHSCORES']);
+    assert.deepEqual(scores, ['v', '281474976710655', 'u', '281474976710661']);
+    assert.equal(await app.deps.redis.command('pexpiretime', ['PEXPIRETIME', q.done]), expireAt);
   });
 
   it('bucket (in checkout-7): a user over the burst is rate_limited with the wait in ms', async () => {

@@ -231,11 +231,79 @@ describe('waiting room admission', () => {
     const seen = await app.deps.redis.command<string>('hget', ['HGET', keys.sold, '2']);
     assert.equal(await app.deps.redis.scripts.reclaim(keys, 2, seen), true);
     await waitFor('not sold out', async () => (!(await status(app, people[7]!.ticket)).sold_out ? true : undefined));
-    // The three admitted are still within their 5 s: one item left, nobody more yet; after it, one more.
+    // Two of the three admitted bought; the third, within their 5 s, has the one item left to
+    // themself (factor 1): nobody more yet. After their TTL, one more.
     await pass([app], clock, 2000);
     assert.equal(await admittedCount(app, sale), 3);
     await pass([app], clock, 4000);
     assert.equal(await admittedCount(app, sale), 4);
+  });
+
+  it('admission stopped at the stock bound by people who then buy resumes at once, long before their ADMISSION_TTL; a buyer counts out once, whatever they buy', async () => {
+    const env = await newEnv({ SALE_ITEMS: '5', USER_LIMIT: '2', RECONCILE_INTERVAL_MS: '3600000' });
+    const clock = manualClock(thisHour() + 10_000);
+    const app = await env.app({
+      clock,
+      env: room({ ADMIT_PER_SEC: '2', ADMISSION_STOCK_FACTOR: '1', ADMISSION_TTL: '300', PREQUEUE_SECONDS: '0' }),
+    });
+    const people: Standing[] = [];
+    for (let i = 0; i < 8; i++) people.push(await join(app, `b${i}`));
+    const sale = people[0]!.sale_id;
+    const buy = buyer(app, sale, people);
+    await app.deps.queue!.admission.tick(); // one step, no time passed: a second's catch-up at 2 a second
+    assert.equal(await admittedCount(app, sale), 2);
+
+    // b0 buys two items (USER_LIMIT 2), b1 one: 2 items left, and 2 admitted within their TTL.
+    // Counting everyone admitted, that is the stock bound (1 x 2): admission would stop for 300 s.
+    await buy(0, 1);
+    await buy(0, 2);
+    await buy(1, 3);
+    assert.equal(await doneCount(app, sale), 2, 'one member per buyer, not per purchase');
+    await pass([app], clock, 1000);
+    assert.equal(await admittedCount(app, sale), 4, 'the buyers are done: two more in a second, at the rate');
+
+    // b2 and b3 have not bought: two people for the two items left, the bound; nobody more.
+    await pass([app], clock, 2000);
+    assert.equal(await admittedCount(app, sale), 4);
+    // b2 buys: one item, and b3 who may still buy it. Still nobody more.
+    await buy(2, 4);
+    await pass([app], clock, 1000);
+    assert.equal(await admittedCount(app, sale), 4);
+  });
+
+  it('the stock bound holds while admitted people have not bought, and a buyer past their ADMISSION_TTL is not counted out twice', async () => {
+    const env = await newEnv({ SALE_ITEMS: '3', USER_LIMIT: '1', RECONCILE_INTERVAL_MS: '3600000' });
+    const clock = manualClock(thisHour() + 10_000);
+    const app = await env.app({
+      clock,
+      env: room({ ADMIT_PER_SEC: '10', ADMISSION_STOCK_FACTOR: '2', ADMISSION_TTL: '10', PREQUEUE_SECONDS: '0' }),
+    });
+    const people: Standing[] = [];
+    for (let i = 0; i < 16; i++) people.push(await join(app, `h${i}`));
+    const sale = people[0]!.sale_id;
+    const buy = buyer(app, sale, people);
+    await pass([app], clock, 2000);
+    assert.equal(await admittedCount(app, sale), 6, 'two people per item (factor 2 x 3 items), however fast the rate');
+    await pass([app], clock, 1000);
+    assert.equal(await admittedCount(app, sale), 6);
+
+    // A checkout buys nothing; a purchase takes its buyer out, and its item: 5 people for 2 items.
+    const checkout = await app.inject({
+      method: 'POST',
+      url: `/checkout?user_id=h0&id=${sale}-00001`,
+      headers: { 'x-queue-ticket': people[0]!.ticket },
+    });
+    assert.equal(checkout.statusCode, 200, checkout.body);
+    await buy(1, 2);
+    assert.equal(await doneCount(app, sale), 1);
+    await pass([app], clock, 2000);
+    assert.equal(await admittedCount(app, sale), 6);
+
+    // Past the six's 10 s, they are out as expired, and h1 leaves the done set rather than count
+    // out a second time: room for 2 x 2 items, so 10 admitted (11 if h1 were still subtracted).
+    await pass([app], clock, 6000);
+    assert.equal(await doneCount(app, sale), 0);
+    assert.equal(await admittedCount(app, sale), 10);
   });
 
   it('while Redis is down, joins answer 503 with Retry-After, and status answers from the last counters marked stale, then 503', async () => {
@@ -267,11 +335,31 @@ describe('waiting room admission', () => {
     const env = await newEnv({});
     const app = await env.app();
     const sale = json<{ id: string }>(await app.inject('/sales/active')).id;
-    assert.equal((await app.inject({ method: 'POST', url: `/checkout?user_id=u&id=${sale}-00001` })).statusCode, 200);
+    const checkout = await app.inject({ method: 'POST', url: `/checkout?user_id=u&id=${sale}-00001` });
+    assert.equal(checkout.statusCode, 200);
+    const code = json<{ code: string }>(checkout).code;
+    assert.equal((await app.inject({ method: 'POST', url: `/purchase?code=${code}` })).statusCode, 200);
+    const done = queueKeys(env.config.REDIS_PREFIX, sale).done;
+    assert.equal(await app.deps.redis.command('exists', ['EXISTS', done]), 0, 'a purchase writes nothing for the room');
     assert.equal((await app.inject({ method: 'POST', url: '/queue/join?user_id=u' })).statusCode, 404);
     assert.equal(app.deps.queue, undefined);
   });
 });
+
+/** Checks out item `item` of the sale as person i and buys it, with their ticket; asserts both succeed. */
+const buyer = (app: App, sale: string, people: Standing[]) => async (i: number, item: number) => {
+  const headers = { 'x-queue-ticket': people[i]!.ticket };
+  const user = Buffer.from(people[i]!.ticket.split('.')[0]!, 'base64url').toString().split('|')[2];
+  const id = `${sale}-${String(item).padStart(5, '0')}`;
+  const checkout = await app.inject({ method: 'POST', url: `/checkout?user_id=${user}&id=${id}`, headers });
+  assert.equal(checkout.statusCode, 200, checkout.body);
+  const code = json<{ code: string }>(checkout).code;
+  const purchase = await app.inject({ method: 'POST', url: `/purchase?code=${code}`, headers });
+  assert.equal(purchase.statusCode, 200, purchase.body);
+};
+/** People counted out of the stock bound as done (bought, admission within the TTL). */
+const doneCount = (app: App, saleId: string) =>
+  app.deps.redis.command<number>('zcard', ['ZCARD', queueKeys(app.deps.config.REDIS_PREFIX, saleId).done]);
 
 /** Ranks 1..n, ties given their average rank. */
 function averageRanks(values: number[]): number[] {

@@ -1,4 +1,4 @@
-import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import { Type } from 'typebox';
 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -13,7 +13,14 @@ import type { Purchase } from './purchase.js';
 
 export function purchaseRoutes(
   app: FastifyInstance,
-  deps: { ids: Ids; purchase: Purchase; admission?: preHandlerAsyncHookHandler; lane?: Lane },
+  deps: {
+    ids: Ids;
+    purchase: Purchase;
+    /** With the waiting room on: its ticket check, and what a successful purchase tells it. */
+    admission?: preHandlerAsyncHookHandler;
+    bought?: (request: FastifyRequest) => Promise<void>;
+    lane?: Lane;
+  },
 ) {
   // The outcome label and the body: a replay answers as the purchase it replays.
   const answer = async (code: string, ip: string, buyer: string | undefined) => {
@@ -69,6 +76,7 @@ export function purchaseRoutes(
     handler: async (request) => {
       const { outcome, body } = await answer(request.query.code, request.ip, request.buyer);
       request.outcome = outcome;
+      if (outcome === 'OK') await deps.bought?.(request); // the buyer leaves the room's stock bound
       return body;
     },
   });

@@ -1,7 +1,7 @@
 /**
  * The admission controller: one timer per instance, every REFRESH_MS. Each
  * tick sends one admission step (only the lease holder's advances: see
- * queue-advance-6.lua) and reads the room's counters for the running sale and
+ * queue-advance-7.lua) and reads the room's counters for the running sale and
  * the one whose pre-queue is open, pipelined in one round trip. Status polls
  * and the checkout guard answer from these counters only, so a poll costs no
  * I/O and polls scale with instances.
@@ -37,6 +37,13 @@ export function createAdmission(deps: AdmissionDeps) {
   let refreshedAt = -Infinity;
   let leading = false;
   let failing = false;
+  /**
+   * Ticks sent, and the latest whose counters are in use: a reply that comes
+   * late (a script's first EVALSHA answered NOSCRIPT and was sent again as
+   * EVAL) holds a read older than a later tick's and must not replace it.
+   */
+  let sent = 0;
+  let applied = 0;
 
   /** The running sale, and the next one while its pre-queue is open. */
   function salesAt(now: number): { current: SaleWindow; upcoming: SaleWindow | undefined } {
@@ -51,6 +58,7 @@ export function createAdmission(deps: AdmissionDeps) {
   async function tick(): Promise<void> {
     if (!redis.isReady() && refreshedAt === -Infinity) return; // still connecting at start-up: nothing to report
     const now = clock.now();
+    const seq = ++sent;
     const { current, upcoming } = salesAt(now);
     const sales = upcoming ? [current, upcoming] : [current];
     try {
@@ -72,8 +80,11 @@ export function createAdmission(deps: AdmissionDeps) {
       ]);
       leading = step.status === 'advanced';
       if (step.status === 'advanced') metrics.queueAdmitted.inc(step.admittedNow);
-      counters = new Map(sales.map((s, i) => [s.id, read[i]!]));
-      if (adaptive) await steer(now, counters.get(current.id)!);
+      if (seq > applied) {
+        applied = seq;
+        counters = new Map(sales.map((s, i) => [s.id, read[i]!]));
+        if (adaptive) await steer(now, counters.get(current.id)!);
+      }
       refreshedAt = Date.now();
       if (failing) log.info('waiting room counters refreshed again');
       failing = false;

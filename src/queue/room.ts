@@ -13,7 +13,14 @@ import { queueKeys } from '../redis/keys.js';
 import type { QueueCounters } from '../redis/scripts.js';
 import { QUEUE_REJECTION_REASONS } from '../metrics/metrics.js';
 import { createAdmission, REFRESH_MS, waitingIn } from './admission.js';
-import { createTickets, KEY_SPACE, placeOf, TICKET_PATTERN, type Ticket } from './ticket.js';
+import { createTickets, KEY_SPACE, orderOf, placeOf, TICKET_PATTERN, type Ticket } from './ticket.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** With the room on, a purchase's admitted ticket (its buyer is done once the purchase succeeds). */
+    admittedTicket: Ticket | undefined;
+  }
+}
 
 export type QueueDeps = Pick<Infra, 'config' | 'clock' | 'redis' | 'ids' | 'log' | 'locks' | 'metrics'>;
 
@@ -180,10 +187,32 @@ export function createQueue(deps: QueueDeps) {
         try {
           const ticket = admitted(route, request);
           if (route === 'checkout') observeAdmission(ticket);
+          else request.admittedTicket = ticket;
         } catch (err) {
           refused(route, err);
         }
       };
+    },
+
+    /**
+     * After a successful POST /purchase (not a replay): its buyer is done and
+     * leaves the crowd the stock bound counts, one Redis write (a further
+     * purchase by the same person changes nothing). The purchase is durable
+     * already, so a failure here is only logged: the buyer then counts until
+     * their ADMISSION_TTL passes, the conservative bound.
+     */
+    async bought(request: FastifyRequest) {
+      const t = request.admittedTicket!; // the purchase guard let this request in
+      try {
+        await redis.scripts.queueDone({
+          keys: queueKeys(config.REDIS_PREFIX, t.saleId),
+          userId: t.userId,
+          order: orderOf(t.place),
+          expireAt: admission.expireAt(ids.windowOfSale(t.saleId)!), // the guard matched it to the code's sale
+        });
+      } catch (err) {
+        deps.log.warn({ err }, 'waiting room could not count a buyer as done; they count until their TTL passes');
+      }
     },
   };
 

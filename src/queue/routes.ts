@@ -93,6 +93,7 @@ export function queueRoutes(app: FastifyInstance, queue: Queue | undefined, lane
   });
 
   if (!queue) return;
+  app.decorateRequest('admittedTicket', undefined); // set by the purchase guard (room.ts)
   // The crowd's polls, on the hot lane (http/lane.ts).
   lane?.add('/queue/status', {
     method: 'GET',

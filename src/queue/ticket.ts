@@ -23,6 +23,13 @@ export interface Ticket {
 /** The pre-queue's random keys are uniform integers below 2^48 (exact as doubles, in Lua and in Redis scores). */
 export const KEY_SPACE = 2 ** 48;
 
+/**
+ * A place's rank in the admission order as one sorted-set score: the pre-queue
+ * by key, then join n after the start as 2^48 + n (exact below 2^53). The
+ * places admitted first are those scored up to a bound (queue-advance-7.lua).
+ */
+export const orderOf = (place: Ticket['place']) => (place.kind === 'pre' ? place.key : KEY_SPACE + place.n);
+
 const VERSION = '1';
 /** A ticket as sent by a client: bounded, so parsing never works on attacker-sized input. */
 export const TICKET_PATTERN = '^[A-Za-z0-9_-]{8,200}\\.[A-Za-z0-9_-]{43}$';

@@ -33,6 +33,7 @@ export function queueKeys(prefix: string, saleId: string) {
     users: `${tag}:q:users`,
     seq: `${tag}:q:seq`,
     log: `${tag}:q:log`,
+    done: `${tag}:q:done`,
     lease: `${tag}:q:lease`,
     ipBucket: (ip: string) => `${tag}:q:rl:ip:${ip}`,
   };

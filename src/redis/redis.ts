@@ -30,6 +30,7 @@ import {
   type CheckoutInput,
   type PurchaseInput,
   type QueueAdvanceInput,
+  type QueueDoneInput,
   type QueueJoinInput,
   type ReleaseInput,
   type SyncInput,
@@ -193,6 +194,7 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
       reclaim: (keys: SaleKeys, index: number, seen: string) => timed('reclaim', routed().reclaim(keys, index, seen)),
       queueJoin: (p: QueueJoinInput) => timed('queue_join', routed().queueJoin(p)),
       queueAdvance: (p: QueueAdvanceInput) => timed('queue_advance', routed().queueAdvance(p)),
+      queueDone: (p: QueueDoneInput) => timed('queue_done', routed().queueDone(p)),
       queueRead: (keys: QueueKeys) => timed('queue_read', routed().queueRead(keys)),
     },
     /**

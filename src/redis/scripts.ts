@@ -290,11 +290,11 @@ export type QueueAdvanceResult =
   { status: 'not_leader' } | { status: 'advanced'; admittedNow: number; admitted: number; remaining: number };
 
 const queueAdvance = defineScript({
-  SCRIPT: source('queue-advance-6.lua'),
-  NUMBER_OF_KEYS: 6,
+  SCRIPT: source('queue-advance-7.lua'),
+  NUMBER_OF_KEYS: 7,
   parseCommand(parser: CommandParser, p: QueueAdvanceInput) {
     const k = p.keys;
-    parser.pushKeys([k.lease, k.state, k.pre, k.seq, k.log, k.sold]);
+    parser.pushKeys([k.lease, k.state, k.pre, k.seq, k.log, k.sold, k.done]);
     parser.push(p.token, String(p.leaseMs), String(p.now), String(p.startsAt), String(p.rate), String(p.items));
     parser.push(String(p.stockFactor), String(p.ttlMs), String(p.catchUpMs), String(p.expireAt));
   },
@@ -307,6 +307,25 @@ const queueAdvance = defineScript({
       remaining: Number(reply[3]),
     };
   },
+});
+
+export interface QueueDoneInput {
+  keys: QueueKeys;
+  userId: string;
+  /** The person's place in the admission order (ticket.ts `orderOf`). */
+  order: number;
+  expireAt: number;
+}
+
+/** A purchase with the room on: its buyer leaves the crowd the stock bound counts. True when newly done. */
+const queueDone = defineScript({
+  SCRIPT: source('queue-done-1.lua'),
+  NUMBER_OF_KEYS: 1,
+  parseCommand(parser: CommandParser, p: QueueDoneInput) {
+    parser.pushKey(p.keys.done);
+    parser.push(p.userId, String(p.order), String(p.expireAt));
+  },
+  transformReply: (reply: number) => reply === 1,
 });
 
 /** The room's shared counters for one sale, as the advancing instance last wrote them. */
@@ -359,5 +378,6 @@ export const SCRIPTS = {
   reclaim,
   queueJoin,
   queueAdvance,
+  queueDone,
   queueRead,
 };

@@ -1,7 +1,7 @@
 --[[
   Waiting room counters, read by every instance on its timer (never per poll).
 
-  KEYS[1] state  KEYS[2] pre  KEYS[3] seq  KEYS[4] sold (see queue-advance-6.lua)
+  KEYS[1] state  KEYS[2] pre  KEYS[3] seq  KEYS[4] sold (see queue-advance-7.lua)
   ARGV: none
 
   Returns {started, pre, admitted, expired, threshold, expired_threshold, rate,
