@@ -184,7 +184,7 @@ const schema = {
   ADMIT_PER_SEC: { parse: integer(1, 1_000_000), default: '100' },
   /** Seconds an admitted ticket opens checkout and purchase. */
   ADMISSION_TTL: { parse: integer(1, 24 * 3600), default: '300' },
-  /** Admitted people within their ADMISSION_TTL are kept at most this many times the items remaining. */
+  /** Admitted people within their ADMISSION_TTL who have not bought: at most this many times the items remaining. */
   ADMISSION_STOCK_FACTOR: { parse: integer(1, 1000), default: '2' },
   /** Joins this long before a sale starts enter its pre-queue, shuffled at the start. */
   PREQUEUE_SECONDS: { parse: integer(0, 24 * 3600), default: '60' },

@@ -12,7 +12,7 @@
   KEYS[1] lease    the advancing instance's token (PX)
   KEYS[2] state    hash: started, pre (pre-queue size, frozen at the start), t (last step, ms),
                    carry (admissions owed, fractional), admitted, expired (admitted more than
-                   the TTL ago), threshold, expired_threshold, rate, remaining
+                   the TTL ago), threshold, expired_threshold, rate, remaining, done (buyers within the TTL)
   KEYS[3] pre      zset user -> random key
   KEYS[4] seq      joins after the start
   KEYS[5] log      zset admitted count -> when it was reached (ms), kept for the TTL
@@ -79,7 +79,7 @@ admitted = admitted + admit
 if admit > 0 then redis.call('ZADD', KEYS[5], 'NX', now, admitted) end
 redis.call('HSET', KEYS[2], 't', now, 'carry', budget - admit, 'admitted', admitted, 'expired', expired,
   'threshold', threshold(admitted), 'expired_threshold', threshold(expired), 'rate', ARGV[5],
-  'remaining', remaining)
+  'remaining', remaining, 'done', done)
 redis.call('PEXPIREAT', KEYS[2], ARGV[10])
 redis.call('PEXPIREAT', KEYS[5], ARGV[10])
 return {1, admit, admitted, remaining}
