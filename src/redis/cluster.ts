@@ -74,6 +74,17 @@ export function clusterNodes(cluster: Cluster) {
     return current.reading;
   }
 
+  // node-redis runs one slot-map discovery at a time (ours, or its own after
+  // a MOVED or ASK), and one still running when the cluster is closed
+  // connects every node afterwards without checking: close() waits for it.
+  let discovering: Promise<void> = Promise.resolve();
+  const rediscover = cluster._slots.rediscover.bind(cluster._slots);
+  cluster._slots.rediscover = (startWith) => {
+    const run = rediscover(startWith);
+    discovering = run.catch(() => {});
+    return run;
+  };
+
   let lastRefresh = 0;
   /** Re-reads the slot map from a master that answers (node-redis's own rediscovery). */
   function refresh() {
@@ -120,7 +131,7 @@ export function clusterNodes(cluster: Cluster) {
     await Promise.all(cluster.masters.map(async (m) => (await cluster.nodeClient(m)).sendCommand(['PING'])));
   }
 
-  return { owner, onOwner, send, refresh, pingAll };
+  return { owner, onOwner, send, refresh, pingAll, discovered: () => discovering };
 }
 
 export type ClusterNodes = ReturnType<typeof clusterNodes>;

@@ -251,9 +251,19 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     async close() {
       closed = true;
       clearInterval(sweeper);
-      // A node still reconnecting (a dead master not yet replaced) would hold close() for ever.
-      if (cluster) await (isReady() ? cluster.close() : cluster.isOpen ? cluster.destroy() : undefined);
-      else if (client.isReady) await client.close();
+      if (cluster) {
+        // A node still reconnecting (a dead master not yet replaced) would hold close() for ever.
+        await (isReady() ? cluster.close() : cluster.isOpen ? cluster.destroy() : undefined);
+        // The nodes a slot-map discovery still running connects afterwards go too
+        // (waiting at most one deadline: its CLUSTER SLOTS has none).
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          nodes?.discovered(),
+          new Promise((r) => (timer = setTimeout(r, config.DEPENDENCY_TIMEOUT_MS))),
+        ]);
+        clearTimeout(timer);
+        cluster.destroy();
+      } else if (client.isReady) await client.close();
       else if (client.isOpen) client.destroy();
     },
   };
