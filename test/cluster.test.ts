@@ -126,15 +126,15 @@ describe('Redis Cluster (3 masters + 3 replicas), REDIS_URL naming one node', ()
     // every 503 of the outage within that, with half a second for scheduling
     // on this shared machine (measured at load ~3: median 33-35 ms, slowest
     // 156-364 ms; with three busy loops added, median 150 ms, slowest 548 ms).
-    // And half of them within half a deadline, which a service waiting for
-    // its deadlines could not do.
+    // And half of them in less than one deadline, which a service that waited
+    // for its Redis deadline could not do.
     const outage = confirmed.unavailable
       .filter((u) => u.at + u.ms < promotedAt)
       .map((u) => u.ms)
       .sort((a, b) => a - b);
     const [median, slowestOutage] = [outage[Math.floor(outage.length / 2)]!, outage.at(-1)!];
     assert.ok(slowestOutage <= 2 * TIMEOUT_MS + 500, `a 503 during the outage took ${slowestOutage} ms`);
-    assert.ok(median <= TIMEOUT_MS / 2, `503s during the outage: median ${median} ms`);
+    assert.ok(median < TIMEOUT_MS, `503s during the outage: median ${median} ms`);
     // While the promoted master is rebuilt: its script, the rebuild (or the
     // wait for another instance's, two deadlines), the script again, and the
     // attempt row (plus scheduling).
