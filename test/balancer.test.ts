@@ -79,8 +79,13 @@ describe('three instances behind HAProxy', () => {
     );
   });
 
-  it("an instance drained with SIGTERM mid-load loses no request: every request gets the service's answer", async (t) => {
-    const { env, lb, sale } = await deployment();
+  it('an instance drained with SIGTERM mid-load loses no request: every answer is 200 or 409', async (t) => {
+    // Strict: no 502 (a request the balancer lost) and no 503. A drain that
+    // closed Redis or PostgreSQL under requests in flight would answer them
+    // 503 at once. The dependency deadline is 5 s here (as in
+    // concurrency.test): at the default 1 s, a busy shared machine can let one
+    // pass under this load, and that designed 503 says nothing about the drain.
+    const { env, lb, sale } = await deployment({ DEPENDENCY_TIMEOUT_MS: '5000' });
     let stop = false;
     const load = stampede(lb.url, sale, 40, () => stop || t.signal.aborted); // stops if the test fails
     await waitFor('purchases before the drain', async () => (load.list.length >= 15 ? true : undefined));
@@ -92,10 +97,9 @@ describe('three instances behind HAProxy', () => {
     stop = true;
     const result = await load;
     assert.deepEqual(result.unexpected, [], 'a request failed during the drain');
-    // Every request got the service's answer: none lost by the balancer (502).
-    // A 503 UNAVAILABLE is an answer (a deadline passed on this busy machine).
-    assert.equal(result.lost, 0, 'a request was lost during the drain');
-    console.log(`SIGTERM through HAProxy: ${result.list.length} purchases, ${result.unavailable} answered 503`);
+    assert.equal(result.lost, 0, 'a request was lost during the drain (502)');
+    assert.equal(result.unavailable, 0, 'a request answered 503 during the drain');
+    console.log(`SIGTERM through HAProxy: ${result.list.length} purchases`);
     await auditSale(env.pg, sale, USER_LIMIT, result.list);
   });
 

@@ -118,27 +118,33 @@ describe('Redis Cluster (3 masters + 3 replicas), REDIS_URL naming one node', ()
 
     assert.ok(confirmed.unavailable.length > 0, 'no request noticed the failover');
     assert.deepEqual(confirmed.unexpected, [], 'answers other than 200, 409 and 503');
-    // While the master is dead, a request waits for one Redis command deadline
-    // and, for a checkout, the attempt row's PostgreSQL deadline at most (plus
-    // scheduling on this shared machine).
-    // Nine in ten within that; the slowest only within the bound below (a
-    // busy shared machine can stall one process for a second).
+    // While the master is dead, no 503 waits for a deadline: the killed
+    // master refuses connections at once, the offline queue is off, and the
+    // slot map is read again from a master that answers. By design the worst
+    // case (a master unreachable rather than dead) is one Redis command
+    // deadline plus, for a checkout, its attempt row's PostgreSQL deadline:
+    // every 503 of the outage within that, with half a second for scheduling
+    // on this shared machine (measured at load ~3: median 33-35 ms, slowest
+    // 156-364 ms; with three busy loops added, median 150 ms, slowest 548 ms).
+    // And half of them in less than one deadline, which a service that waited
+    // for its Redis deadline could not do.
     const outage = confirmed.unavailable
       .filter((u) => u.at + u.ms < promotedAt)
       .map((u) => u.ms)
       .sort((a, b) => a - b);
-    const p90 = outage[Math.floor(outage.length * 0.9)]!;
-    assert.ok(p90 <= 2 * TIMEOUT_MS + 500, `503s during the outage: p90 ${p90} ms`);
-    const slowestOutage = outage.at(-1)!;
+    const [median, slowestOutage] = [outage[Math.floor(outage.length / 2)]!, outage.at(-1)!];
+    assert.ok(slowestOutage <= 2 * TIMEOUT_MS + 500, `a 503 during the outage took ${slowestOutage} ms`);
+    assert.ok(median < TIMEOUT_MS, `503s during the outage: median ${median} ms`);
     // While the promoted master is rebuilt: its script, the rebuild (or the
     // wait for another instance's, two deadlines), the script again, and the
     // attempt row (plus scheduling).
-    const slowest = Math.max(...confirmed.unavailable.map((u) => u.ms));
-    assert.ok(slowest <= 5 * TIMEOUT_MS + 1000, `a 503 took ${slowest} ms`);
+    const rebuilding = confirmed.unavailable.filter((u) => u.at + u.ms >= promotedAt).map((u) => u.ms);
+    const slowest = Math.max(0, ...rebuilding);
+    assert.ok(slowest <= 5 * TIMEOUT_MS + 1000, `a 503 after the promotion took ${slowest} ms`);
     console.log(
       `failover: promoted after ${promotedAt - killedAt} ms, selling again after ${backAfterMs} ms; ` +
-        `${outage.length} answers 503 during the outage (slowest ${slowestOutage} ms), ` +
-        `${confirmed.unavailable.length - outage.length} after it (slowest ${slowest} ms)`,
+        `${outage.length} answers 503 during the outage (median ${median} ms, slowest ${slowestOutage} ms), ` +
+        `${rebuilding.length} after it (slowest ${slowest} ms)`,
     );
 
     // The promoted replica has another run_id: the sale was rebuilt into it.

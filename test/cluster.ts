@@ -27,11 +27,30 @@ export interface LocalCluster {
   nodes: ClusterNode[];
   /** The node currently master of `key`'s slot, as a live node sees it. */
   masterOf(key: string): Promise<ClusterNode>;
+  /** The live masters, as a live node sees them. */
+  masters(): Promise<ClusterNode[]>;
   /** The replica of this master. */
   replicaOf(master: ClusterNode): Promise<ClusterNode>;
   /** A command on one node (not redirected). */
   on(node: ClusterNode, args: string[]): Promise<unknown>;
   runId(node: ClusterNode): Promise<string>;
+  /**
+   * Moves one slot between masters the way `redis-cli --cluster reshard`
+   * does: IMPORTING on the target, MIGRATING on the source, MIGRATE its keys
+   * in batches of 10 (redis-cli's pipeline), then SETSLOT NODE on every
+   * master, in `assignOrder` (redis-cli's order is its node list, which starts
+   * with the node it was pointed at). `hold(step)` is awaited after each step:
+   * "migrating", "split" (half the keys moved), "migrated" (none left on the
+   * source), then "assigned <port>" after each SETSLOT NODE. Resolves with
+   * the number of keys moved.
+   */
+  moveSlot(
+    slot: number,
+    from: ClusterNode,
+    to: ClusterNode,
+    assignOrder: ClusterNode[],
+    hold: (step: string) => Promise<void>,
+  ): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -73,7 +92,7 @@ export async function startCluster(): Promise<LocalCluster> {
     '--cluster-yes',
   ]);
   const clients = new Map<number, ReturnType<typeof createClient>>();
-  const on = async (node: ClusterNode, args: string[]) => {
+  const on = async (node: ClusterNode, args: string[]): Promise<unknown> => {
     let c = clients.get(node.port);
     if (!c) {
       c = createClient({ url: node.url, socket: { reconnectStrategy: false } });
@@ -114,6 +133,18 @@ export async function startCluster(): Promise<LocalCluster> {
     });
   }
 
+  async function masters(): Promise<ClusterNode[]> {
+    const lines = String(await on(nodes.find(alive)!, ['CLUSTER', 'NODES'])).split('\n');
+    return nodes.filter(
+      (n) =>
+        alive(n) &&
+        lines.some((l) => {
+          const [, address, flags] = l.split(' ');
+          return address?.startsWith(`127.0.0.1:${n.port}@`) && flags?.includes('master') && !flags.includes('fail');
+        }),
+    );
+  }
+
   async function replicaOf(master: ClusterNode): Promise<ClusterNode> {
     const id = String(await on(master, ['CLUSTER', 'MYID']));
     return waitFor(`the replica of :${master.port}`, async () => {
@@ -124,14 +155,49 @@ export async function startCluster(): Promise<LocalCluster> {
     });
   }
 
+  async function moveSlot(
+    slot: number,
+    from: ClusterNode,
+    to: ClusterNode,
+    assignOrder: ClusterNode[],
+    hold: (step: string) => Promise<void>,
+  ) {
+    const [fromId, toId] = [String(await on(from, ['CLUSTER', 'MYID'])), String(await on(to, ['CLUSTER', 'MYID']))];
+    await on(to, ['CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', fromId]);
+    await on(from, ['CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', toId]);
+    await hold('migrating');
+    const count = async () => Number(await on(from, ['CLUSTER', 'COUNTKEYSINSLOT', String(slot)]));
+    const total = await count();
+    let [split, moved] = [false, 0];
+    for (;;) {
+      const keys = (await on(from, ['CLUSTER', 'GETKEYSINSLOT', String(slot), '10'])) as string[];
+      if (keys.length === 0) break;
+      moved += keys.length;
+      await on(from, ['MIGRATE', '127.0.0.1', String(to.port), '', '0', '5000', 'KEYS', ...keys]);
+      const left = split ? 0 : await count();
+      if (left > 0 && left <= total / 2) {
+        split = true;
+        await hold('split');
+      }
+    }
+    await hold('migrated');
+    for (const node of assignOrder) {
+      await on(node, ['CLUSTER', 'SETSLOT', String(slot), 'NODE', toId]);
+      await hold(`assigned ${node.port}`);
+    }
+    return moved;
+  }
+
   return {
     nodes,
     masterOf,
+    masters,
     replicaOf,
     on,
     async runId(node) {
       return /^run_id:(\w+)/m.exec(String(await on(node, ['INFO', 'server'])))![1]!;
     },
+    moveSlot,
     async stop() {
       for (const c of clients.values()) if (c.isOpen) c.destroy();
       await Promise.all(nodes.map((n) => n.proc.kill()));

@@ -14,13 +14,37 @@
  *   follow a MOVED to a freshly promoted replica and compare the old master's
  *   run_id with the `ready` key it replicated: exactly the stale state the
  *   check exists to refuse. Pinned, a MOVED comes back to us instead: the slot
- *   map is refreshed and the call is made once more, on the new owner, with
- *   that owner's run_id.
- * - node-redis refreshes its slot map only when a reply says MOVED or ASK.
+ *   map is read again from the node that said it, and the call is made once
+ *   more, on the new owner, with that owner's run_id.
+ * - node-redis refreshes its slot map only when a reply says MOVED or ASK,
+ *   never on a timer: a connection that sent nothing while a slot moved still
+ *   sends it to the old owner, and its first call there takes one MOVED.
  *   A master that died never says MOVED: its slots would be sent to the dead
  *   address until it came back. So every failed reconnect of a node, and every
  *   command that found its node unreachable, asks for a refresh (at most one
  *   every REFRESH_MIN_MS), from a master that still answers.
+ *
+ * Resharding (`redis-cli --cluster reshard`: the target IMPORTING, the source
+ * MIGRATING, MIGRATE of the slot's keys in batches, then SETSLOT NODE on every
+ * master) while a sale's slot moves:
+ *
+ * - Redis runs a script on the source only while every key it names is still
+ *   there, and a rate-limit bucket or purchase lock not created yet counts as
+ *   missing; otherwise it answers TRYAGAIN (keys on both nodes) or ASK (none
+ *   left). A pinned script does not follow the ASK: on the target the keys may
+ *   be split as well, and its `ready` came from the source. The request gets a
+ *   503 with Retry-After at once (redis.ts), as it does for a second MOVED
+ *   while the masters disagree about the owner (the source already assigned
+ *   says MOVED to the target, which is still importing and says MOVED back).
+ * - No script half-runs: Redis checks every key a script names before running
+ *   it, and none disappears during it (the sale's hashes keep a placeholder
+ *   field; a lock is deleted last).
+ * - Once the slot is assigned, the first call gets MOVED and runs again on the
+ *   new owner, whose run_id the migrated `ready` does not hold: the sale is
+ *   rebuilt there from PostgreSQL, as after a failover. The migrated state is
+ *   complete, but nothing tells a script whether its node received the keys
+ *   by MIGRATE or by replication from a master that then died, so it is not
+ *   trusted. test/cluster-reshard.test.ts moves a sale's slot under load.
  */
 import calculateSlot from 'cluster-key-slot';
 import { createCluster } from 'redis';
@@ -74,6 +98,17 @@ export function clusterNodes(cluster: Cluster) {
     return current.reading;
   }
 
+  // node-redis runs one slot-map discovery at a time (ours, or its own after
+  // a MOVED or ASK), and one still running when the cluster is closed
+  // connects every node afterwards without checking: close() waits for it.
+  let discovering: Promise<void> = Promise.resolve();
+  const rediscover = cluster._slots.rediscover.bind(cluster._slots);
+  cluster._slots.rediscover = (startWith) => {
+    const run = rediscover(startWith);
+    discovering = run.catch(() => {});
+    return run;
+  };
+
   let lastRefresh = 0;
   /** Re-reads the slot map from a master that answers (node-redis's own rediscovery). */
   function refresh() {
@@ -103,8 +138,8 @@ export function clusterNodes(cluster: Cluster) {
         return await call(client, id);
       } catch (err) {
         if (attempt > 0 || !(err instanceof Error) || !err.message.startsWith('MOVED')) throw err;
-        lastRefresh = 0;
-        refresh();
+        // From the node that said MOVED: it knows the new owner, while
+        // another master may not have heard of the move yet.
         await cluster._slots.rediscover(client).catch(() => {});
       }
     }
@@ -120,7 +155,7 @@ export function clusterNodes(cluster: Cluster) {
     await Promise.all(cluster.masters.map(async (m) => (await cluster.nodeClient(m)).sendCommand(['PING'])));
   }
 
-  return { owner, onOwner, send, refresh, pingAll };
+  return { owner, onOwner, send, refresh, pingAll, discovered: () => discovering };
 }
 
 export type ClusterNodes = ReturnType<typeof clusterNodes>;

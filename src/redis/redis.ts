@@ -253,9 +253,19 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     async close() {
       closed = true;
       clearInterval(sweeper);
-      // A node still reconnecting (a dead master not yet replaced) would hold close() for ever.
-      if (cluster) await (isReady() ? cluster.close() : cluster.isOpen ? cluster.destroy() : undefined);
-      else if (client.isReady) await client.close();
+      if (cluster) {
+        // A node still reconnecting (a dead master not yet replaced) would hold close() for ever.
+        await (isReady() ? cluster.close() : cluster.isOpen ? cluster.destroy() : undefined);
+        // The nodes a slot-map discovery still running connects afterwards go too
+        // (waiting at most one deadline: its CLUSTER SLOTS has none).
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          nodes?.discovered(),
+          new Promise((r) => (timer = setTimeout(r, config.DEPENDENCY_TIMEOUT_MS))),
+        ]);
+        clearTimeout(timer);
+        cluster.destroy();
+      } else if (client.isReady) await client.close();
       else if (client.isOpen) client.destroy();
     },
   };
@@ -264,11 +274,14 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
 export type Redis = ReturnType<typeof createRedis>;
 
 /**
- * Connection errors and timeouts, and the replies a server gives while it
- * cannot serve (loading its data set, busy script, cluster down), mean Redis
- * is unavailable; any other error reply is a bug in the caller or a script.
+ * Connection errors and timeouts, the replies a server gives while it cannot
+ * serve (loading its data set, busy script, cluster down), and those of a
+ * Redis Cluster slot being moved (ASK and TRYAGAIN to a pinned script, a
+ * MOVED still there after the redirections were followed: cluster.ts) mean
+ * Redis is unavailable for now; any other error reply is a bug in the caller
+ * or a script.
  */
 function serverDown(err: unknown): boolean {
   if (!(err instanceof ErrorReply)) return true;
-  return /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)/.test(err.message);
+  return /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|ASK|MOVED)\b/.test(err.message);
 }
