@@ -19,7 +19,7 @@ export type PurchaseDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'locks' | '
   soldCache: SoldCache;
 };
 
-/** How often a purchase waiting for its code's lock looks whether the holder's purchase landed. */
+/** How long a purchase waiting for its code's lock waits to hear that the holder's purchase landed before it looks again. */
 const LOCK_POLL_MS = 20;
 const MAX_CONFLICT_RETRIES = 2;
 
@@ -149,15 +149,16 @@ export function createPurchase(deps: PurchaseDeps) {
   /**
    * Another request is buying with this code right now: rather than race it,
    * wait and answer what it did (a replay). Once its purchase is in
-   * PostgreSQL, every waiter answers at once instead of taking the lock in turn.
+   * PostgreSQL, every waiter answers at once instead of taking the lock in
+   * turn: at its commit when this instance learns of it (sold-cache.ts),
+   * else when the next look finds it.
    */
-  async function waitForOtherPurchase(code: string, deadline: number): Promise<PurchaseRow | undefined> {
+  async function waitForOtherPurchase(saleId: string, code: string, deadline: number): Promise<Purchased | undefined> {
     locks.record.failed('purchase', 'contended');
-    const stored = await data.purchases.findByCode(code);
+    const stored = soldCache.purchaseOf(saleId, code) ?? (await data.purchases.findByCode(code));
     if (stored) return stored;
     if (Date.now() > deadline) throw unavailable('purchase in progress for this code');
-    await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
-    return undefined;
+    return soldCache.whenBought(saleId, code, LOCK_POLL_MS);
   }
 
   /** A purchase in a sale that is open: reserve in Redis, confirm in PostgreSQL, retrying what can be repaired. */
@@ -199,7 +200,7 @@ export function createPurchase(deps: PurchaseDeps) {
           break;
         case 'locked': {
           locks.record.attempt('purchase');
-          const stored = await waitForOtherPurchase(code, lockWaitEnds);
+          const stored = await waitForOtherPurchase(saleId, code, lockWaitEnds);
           if (stored) return replay(stored);
           break;
         }

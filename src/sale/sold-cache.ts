@@ -26,6 +26,9 @@ export interface SoldItem {
   at: number;
 }
 
+/** A confirmed purchase, as a replay answers it. */
+export type Bought = SoldItem & { saleId: string; itemId: string };
+
 export type SoldCacheDeps = Pick<Infra, 'config' | 'data' | 'redis' | 'ids' | 'log'>;
 
 export function createSoldCache(deps: SoldCacheDeps) {
@@ -36,10 +39,14 @@ export function createSoldCache(deps: SoldCacheDeps) {
   let items = new Map<number, SoldItem>();
   let byCode = new Map<string, number>(); // code → index in items
 
+  // Purchases waiting for another purchase of their code to land (whenBought).
+  const waiters = new Map<string, Set<() => void>>();
+
   function add(sale: string, index: number, item: SoldItem) {
     if (sale !== saleId) return;
     items.set(index, item);
     byCode.set(item.code, index);
+    waiters.get(item.code)?.forEach((wake) => wake());
   }
 
   /** A sale seen for the first time: start from what PostgreSQL already confirmed. */
@@ -51,6 +58,14 @@ export function createSoldCache(deps: SoldCacheDeps) {
       (rows) => rows.forEach((p) => add(p.saleId, ids.parseItemId(p.itemId).index, p)),
       (err: unknown) => log.debug({ err }, 'sold items not loaded; checkouts take the Redis path'),
     );
+  }
+
+  /** The purchase a code of the active sale made, if PostgreSQL is known to have confirmed it. */
+  function purchaseOf(sale: string, code: string): Bought | undefined {
+    if (sale !== saleId) switchTo(sale);
+    const index = byCode.get(code);
+    const item = index === undefined ? undefined : items.get(index);
+    return item && { ...item, saleId: sale, itemId: ids.itemId(sale, index!) };
   }
 
   // A subscribed connection can do nothing else, hence its own; node-redis
@@ -69,12 +84,25 @@ export function createSoldCache(deps: SoldCacheDeps) {
       if (sale !== saleId) switchTo(sale);
       return items.get(index);
     },
-    /** The purchase a code of the active sale made, if PostgreSQL is known to have confirmed it. */
-    purchaseOf(sale: string, code: string): (SoldItem & { saleId: string; itemId: string }) | undefined {
-      if (sale !== saleId) switchTo(sale);
-      const index = byCode.get(code);
-      const item = index === undefined ? undefined : items.get(index);
-      return item && { ...item, saleId: sale, itemId: ids.itemId(sale, index!) };
+    purchaseOf,
+    /**
+     * Resolves when the purchase of this code is known here (committed by this
+     * instance, or announced by another), or after `ms` with undefined: a
+     * purchase waiting for another one of its code answers at its commit.
+     */
+    whenBought(sale: string, code: string, ms: number): Promise<Bought | undefined> {
+      return new Promise((resolve) => {
+        const waiting = waiters.get(code) ?? new Set();
+        waiters.set(code, waiting);
+        const done = () => {
+          clearTimeout(timer);
+          waiting.delete(done);
+          if (waiting.size === 0 && waiters.get(code) === waiting) waiters.delete(code);
+          resolve(purchaseOf(sale, code));
+        };
+        const timer = setTimeout(done, ms);
+        waiting.add(done);
+      });
     },
     /** A purchase PostgreSQL just confirmed (committed): remembered here and told to every instance. */
     confirmed(p: { saleId: string; itemId: string; userId: string; code: string; at: number }) {
