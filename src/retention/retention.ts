@@ -19,8 +19,8 @@ const LOCK_TTL_MS = 15 * 60_000;
 type RetentionDeps = Pick<Infra, 'config' | 'clock' | 'log' | 'metrics' | 'locks' | 'data'>;
 
 export function createRetention({ config, clock, log, metrics, locks, data }: RetentionDeps) {
-  /** How often app.ts runs a pass: a sale's length, at most a minute. */
-  const intervalMs = Math.min(60_000, config.SALE_DURATION * 1000);
+  /** How often app.ts runs a pass: RETENTION_INTERVAL_MS (a minute), or a sale's length if shorter. */
+  const intervalMs = Math.min(config.RETENTION_INTERVAL_MS, config.SALE_DURATION * 1000);
 
   /** One pass; a no-op when retention is off or another instance holds the lock. */
   async function run(): Promise<void> {

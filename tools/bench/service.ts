@@ -78,7 +78,7 @@ export async function startService(
   }
   const coldStartMs = Date.now() - started;
   const sale = ((await (await fetch(`${base}/sales/active`)).json()) as { id: string }).id;
-  return { base, pid: child.pid!, sale, coldStartMs, stop: cleanUp };
+  return { base, pid: child.pid!, sale, coldStartMs, databaseUrl: `${PG}/${db}`, stop: cleanUp };
 }
 
 /** The bare node:http server: the least a Node HTTP server can do. */
