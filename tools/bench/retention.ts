@@ -218,8 +218,17 @@ function report(r: {
   const f = (n: number | undefined, d = 1) => (n !== undefined && Number.isFinite(n) ? n.toFixed(d) : 'n/a');
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
   const of = (kind: Window['kind']) => r.windows.filter((w) => w.kind === kind);
-  const wrkRatio = median(of('with').map((w) => w.wrk.p99)) / median(of('without').map((w) => w.wrk.p99));
-  const serverRatio = median(of('with').map((w) => w.serverP99)) / median(of('without').map((w) => w.serverP99));
+  // The primary figure is each round's own ratio, then their median: a round's two windows are seconds apart and
+  // share the machine's mood, which other engineers' work changes from one minute to the next.
+  const rounds = [...new Set(r.windows.map((w) => w.round))];
+  const pairs = rounds.flatMap((round) => {
+    const [a, b] = (['with', 'without'] as const).map((k) => r.windows.find((w) => w.round === round && w.kind === k));
+    return a && b ? [{ wrk: a.wrk.p99 / b.wrk.p99, server: a.serverP99 / b.serverP99 }] : [];
+  });
+  const wrkPairs = pairs.map((p) => p.wrk);
+  const serverPairs = pairs.map((p) => p.server);
+  const medianOf = (kind: Window['kind'], p99: (w: Window) => number) => median(of(kind).map(p99));
+  const verdict = (ratio: number) => (ratio <= 1.2 ? 'met' : '**missed**');
   const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
   const lines = [
     `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench -- --retention --rows ${r.rows} --duration ${r.seconds} --rate ${r.rate} --connections ${r.connections}\`: one service, a checkout-only wrk load of ${r.connections} connections each waiting ${r.delayMs} ms between an answer and its next request, ${r.seconds}-second windows, a retention pass every second (RETENTION_INTERVAL_MS=1000). In each window "with", a past sale's partition of ${r.rows} rows (${mb(r.partitionBytes)} MB with its indexes; archive ${mb(r.archiveBytes)} MB) falls due ${DUE_AFTER_MS / 1000} s in and is detached, archived and dropped.`,
@@ -234,10 +243,18 @@ function report(r: {
         `| ${w.round + 1} | ${w.kind} a pass | ${f(w.load, 2)} | ${f(w.wrk.rps, 0)} | ${f(w.wrk.p50, 2)} / ${f(w.wrk.p99, 2)} | ${f(w.serverP99)} | ${f(w.serviceCores, 2)} | ${f(w.machineCores, 2)} | ${w.kind === 'with' ? `${f(w.detachedS, 2)} / ${w.inside ? f(w.droppedS, 2) : 'after the window'}` : ''} |`,
     ),
     '',
-    '| target | measured | |',
+    '| target: checkout p99 during a retention pass within 20% of without | measured | |',
     '|---|---|---|',
-    `| checkout p99 during a retention pass within 20% of without (wrk, median of ${of('with').length} windows each) | ${f(median(of('with').map((w) => w.wrk.p99)), 2)} / ${f(median(of('without').map((w) => w.wrk.p99)), 2)} ms = ${f(wrkRatio, 2)}× | ${wrkRatio <= 1.2 ? 'met' : '**missed**'} |`,
-    `| the same, from the service's histogram | ${f(median(of('with').map((w) => w.serverP99)))} / ${f(median(of('without').map((w) => w.serverP99)))} ms = ${f(serverRatio, 2)}× | ${serverRatio <= 1.2 ? 'met' : '**missed**'} |`,
+    `| wrk, each round's ratio and their median | ${wrkPairs.map((x) => `${f(x, 2)}×`).join(', ')}; **median ${f(median(wrkPairs), 2)}×** | ${verdict(median(wrkPairs))} |`,
+    `| service's histogram, each round's ratio and their median | ${serverPairs.map((x) => `${f(x, 2)}×`).join(', ')}; median ${f(median(serverPairs), 2)}× | ${verdict(median(serverPairs))} |`,
+    `| wrk, median p99 with / without | ${f(
+      medianOf('with', (w) => w.wrk.p99),
+      2,
+    )} / ${f(
+      medianOf('without', (w) => w.wrk.p99),
+      2,
+    )} ms | |`,
+    `| service's histogram, median p99 with / without | ${f(medianOf('with', (w) => w.serverP99))} / ${f(medianOf('without', (w) => w.serverP99))} ms | |`,
   ];
   for (const line of lines) r.log(line);
   if (r.write) {
