@@ -182,17 +182,6 @@ export function partitionsTable(db: Db, config: Pick<Config, 'DATABASE_URL' | 'D
         await client.query(`ALTER TABLE public.${PARENT} DETACH PARTITION retired.${ident(partition.table)} ${mode}`);
       }),
 
-    /** Streams a retired partition as CSV with a header into `sink`; resolves to the number of rows. */
-    exportRetired: (table: string, sink: Writable): Promise<number> =>
-      withClient({ connectionString: config.DATABASE_URL }, async (client) => {
-        await client.query("SET TimeZone = 'UTC'"); // archives spell every timestamp in UTC
-        const copy = client.query(
-          copyTo(`COPY retired.${ident(table)} (${columns}) TO STDOUT (FORMAT csv, HEADER true)`),
-        );
-        await pipeline(copy, sink);
-        return copy.rowCount;
-      }),
-
     /** Drops a retired partition (after its archive is safe). */
     async dropRetired(table: string): Promise<void> {
       await db.query('ddl', PARENT, `DROP TABLE IF EXISTS retired.${ident(table)}`);
@@ -241,3 +230,21 @@ export function partitionsTable(db: Db, config: Pick<Config, 'DATABASE_URL' | 'D
 }
 
 export type Partitions = ReturnType<typeof partitionsTable>;
+
+/**
+ * Streams a retired partition as CSV with a header into `sink`, on a
+ * connection of its own (the archive's worker thread has no pool); resolves to
+ * the number of rows. Timestamps are spelled in UTC.
+ */
+export async function exportRetired(databaseUrl: string, table: string, sink: Writable): Promise<number> {
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'flashsale-retention' });
+  await client.connect();
+  try {
+    await client.query("SET TimeZone = 'UTC'");
+    const copy = client.query(copyTo(`COPY retired.${ident(table)} (${columns}) TO STDOUT (FORMAT csv, HEADER true)`));
+    await pipeline(copy, sink);
+    return copy.rowCount;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}

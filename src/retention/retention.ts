@@ -70,7 +70,7 @@ export function createRetention({ config, clock, log, metrics, locks, data }: Re
 
   async function archive(p: Partition): Promise<void> {
     try {
-      const manifest = await writeArchive(data.partitions, config.ARCHIVE_DIR, p, new Date(clock.now()));
+      const manifest = await writeArchive(config.DATABASE_URL, config.ARCHIVE_DIR, p, new Date(clock.now()));
       await data.partitions.dropRetired(p.table);
       metrics.archiveRuns.inc({ outcome: 'ok' });
       metrics.archiveBytes.inc(manifest.bytes);

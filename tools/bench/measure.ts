@@ -132,12 +132,13 @@ export function peakRssMb(pids: number[]): number {
   }, 0);
 }
 
-/** Cumulative bucket counts of http_request_duration_seconds for these handlers (checkout and purchase), by `le`. */
-export async function latencyBuckets(
-  base: string,
-  handlers = /handler="(checkout|purchase)"/,
-): Promise<Map<number, number>> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+/** Cumulative bucket counts of http_request_duration_seconds for checkout and purchase, by `le`. */
+export async function latencyBuckets(base: string): Promise<Map<number, number>> {
+  return bucketsOf(await (await fetch(`${base}/metrics`)).text(), /handler="(checkout|purchase)"/);
+}
+
+/** The same from a scrape's text, for the handlers matching `handlers`. */
+export function bucketsOf(text: string, handlers: RegExp): Map<number, number> {
   const buckets = new Map<number, number>();
   for (const m of text.matchAll(/^http_request_duration_seconds_bucket\{([^}]*)\} (\d+)$/gm)) {
     if (!handlers.test(m[1]!)) continue;

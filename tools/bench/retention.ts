@@ -22,13 +22,14 @@ import { join } from 'node:path';
 import pg from 'pg';
 
 import { createIds } from '../../src/sale/ids.js';
-import { cpuSeconds, latencyBuckets, quantile, wrk, wrkAsync, type WrkResult } from './measure.js';
+import { bucketsOf, cpuSeconds, quantile, wrk, wrkAsync, type WrkResult } from './measure.js';
 import { machine, sleep, startService } from './service.js';
 
 const DAY = 86_400_000;
 /** When, into a window with a pass, its partition becomes due. */
 const DUE_AFTER_MS = 1000;
 const POLL_MS = 20;
+const CHECKOUT = /handler="checkout"/;
 
 interface Window {
   round: number;
@@ -36,6 +37,8 @@ interface Window {
   load: number;
   wrk: WrkResult;
   serverP99: number;
+  /** The share of the window the service's event loop was busy. */
+  elu: number;
   serviceCores: number;
   machineCores: number;
   /** Seconds from due to detached and to dropped, for a window with a pass. */
@@ -110,6 +113,7 @@ export async function retentionBench(opts: {
   const script = `${opts.root}tools/bench/checkout.lua`;
   const delayMs = Math.round((connections * 1000) / opts.rate);
   const env = { SALE: service.sale, ITEMS: '10000', DELAY_MS: String(delayMs) };
+  const scrape = async () => (await fetch(`${service.base}/metrics`)).text();
   const ids = createIds(3600, 10_000);
   const windows: Window[] = [];
   let partitionBytes = 0;
@@ -120,7 +124,7 @@ export async function retentionBench(opts: {
     async function window(round: number, kind: Window['kind'], saleId: string): Promise<Window> {
       const table = `checkout_attempts_${saleId}`;
       const load = loadavg()[0]!;
-      const before = await latencyBuckets(service.base, /handler="checkout"/);
+      const before = bucketsOf(await scrape(), CHECKOUT);
       const cpu0 = { service: cpuSeconds([service.pid]), machine: machineBusyTicks() };
       const t0 = Date.now();
       const load$ = wrkAsync(service.base, seconds, connections, script, env);
@@ -148,7 +152,8 @@ export async function retentionBench(opts: {
       }
       const result = await load$;
       const elapsed = (Date.now() - t0) / 1000;
-      const after = await latencyBuckets(service.base, /handler="checkout"/);
+      const text = await scrape();
+      const after = bucketsOf(text, CHECKOUT);
       if (kind === 'with') {
         w.inside = done;
         // A pass that outlasted the window is waited for, so it never spills into the next one.
@@ -170,6 +175,8 @@ export async function retentionBench(opts: {
         load,
         wrk: result,
         serverP99: quantile(0.99, before, after),
+        // The gauge covers the time since the previous scrape: the one at the window's start.
+        elu: Number(/^nodejs_eventloop_utilization_ratio ([\d.e+-]+)$/m.exec(text)?.[1]),
         serviceCores: (cpuSeconds([service.pid]) - cpu0.service) / elapsed,
         machineCores: (machineBusyTicks() - cpu0.machine) / 100 / elapsed,
         ...w,
@@ -236,11 +243,11 @@ function report(r: {
     ...machine('shared by the service, PostgreSQL, Redis, wrk and other engineers').map((m) => `- ${m}`),
     `- Load average (1 min): ${f(r.loadAtStart, 2)} at the start, ${f(r.loadAtEnd, 2)} at the end`,
     '',
-    '| round | window | load avg | req/s | wrk p50 / p99 ms | service p99 ms | service CPU (cores) | machine busy (cores) | due → detached / dropped (s) |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| round | window | load avg | req/s | wrk p50 / p99 ms | service p99 ms | service event loop busy | service CPU (cores) | machine busy (cores) | due → detached / dropped (s) |',
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...r.windows.map(
       (w) =>
-        `| ${w.round + 1} | ${w.kind} a pass | ${f(w.load, 2)} | ${f(w.wrk.rps, 0)} | ${f(w.wrk.p50, 2)} / ${f(w.wrk.p99, 2)} | ${f(w.serverP99)} | ${f(w.serviceCores, 2)} | ${f(w.machineCores, 2)} | ${w.kind === 'with' ? `${f(w.detachedS, 2)} / ${w.inside ? f(w.droppedS, 2) : 'after the window'}` : ''} |`,
+        `| ${w.round + 1} | ${w.kind} a pass | ${f(w.load, 2)} | ${f(w.wrk.rps, 0)} | ${f(w.wrk.p50, 2)} / ${f(w.wrk.p99, 2)} | ${f(w.serverP99)} | ${f(w.elu * 100, 0)}% | ${f(w.serviceCores, 2)} | ${f(w.machineCores, 2)} | ${w.kind === 'with' ? `${f(w.detachedS, 2)} / ${w.inside ? f(w.droppedS, 2) : 'after the window'}` : ''} |`,
     ),
     '',
     '| target: checkout p99 during a retention pass within 20% of without | measured | |',
