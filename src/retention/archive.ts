@@ -43,7 +43,7 @@ export interface Manifest {
 
 /**
  * gzip level 1, not the default 6: a 500,000-row partition (41 MB of CSV)
- * costs 0.35–0.6 s of compression instead of ~1.1 s, for a file 11% larger
+ * costs 0.35–0.6 s of compression instead of ~1.0 s, for a file 11% larger
  * (10.3 MB instead of 9.3 MB). Checkout p99 in a window with a pass, against
  * one without: 2.6× at level 6, 1.6× at level 1 (median of six rounds each).
  */
@@ -113,11 +113,10 @@ export async function writeCsvGz({ databaseUrl, table, file }: ExportJob): Promi
 
 /**
  * Runs writeCsvGz on a worker thread: parsing COPY's stream is JavaScript, one
- * message a row (~0.5 s of CPU for 500,000 rows), which on the event loop took
- * it from 18–20% busy to 24–28% during a pass in the bench; on the worker,
- * 15–18% to 19–22%. Unreferenced: a process that stops mid-archive does not
- * wait for it, and leaves only a `.partial` file that the next pass writes
- * again.
+ * message a row (~0.5 s of CPU for 500,000 rows), which on the event loop made
+ * the loop 4–9 points busier during a pass in the bench; on the worker, 0–5.
+ * Unreferenced: a process that stops mid-archive does not wait for it, and
+ * leaves only a `.partial` file that the next pass writes again.
  */
 function inWorker(job: ExportJob): Promise<Written> {
   return new Promise((resolve, reject) => {
