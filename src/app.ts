@@ -48,11 +48,12 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   const log = logger ?? pino({ level: config.LOG_LEVEL });
   const metrics = createMetrics();
   const db = createDb(config, metrics);
+  const partitions = partitionsTable(db, config);
   const data = {
     sales: salesTables(db),
     purchases: purchasesTable(db, config.DEPENDENCY_TIMEOUT_MS),
-    attempts: attemptsTable(db, config.DEPENDENCY_TIMEOUT_MS),
-    partitions: partitionsTable(db, config.DATABASE_URL),
+    attempts: attemptsTable(db, config.DEPENDENCY_TIMEOUT_MS, partitions),
+    partitions,
   };
   const redisOutage = redisOutageLogger(log, config);
   const redis = createRedis(config, metrics, (err) => redisOutage.failed(err));

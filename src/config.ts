@@ -211,6 +211,8 @@ const schema = {
   },
   /** How long after its sale ends a checkout_attempts partition is archived and dropped (0 keeps all). */
   ATTEMPTS_RETENTION: { parse: duration, default: '0' },
+  /** How often one instance looks for partitions to retire: this, or a sale's length if shorter. */
+  RETENTION_INTERVAL_MS: { parse: integer(100, 3_600_000), default: '60000' },
   /** Where retired partitions are archived (CSV.gz plus a manifest each). */
   ARCHIVE_DIR: { parse: (raw: string) => raw, default: 'archive' },
   /** Live event streams (GET /sales/active/events) per instance, apart from MAX_IN_FLIGHT. */

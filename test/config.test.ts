@@ -37,6 +37,7 @@ describe('configuration', () => {
     ['TRUST_PROXY', '10.0.0.300'],
     ['ATTEMPTS_RETENTION', '30'],
     ['ATTEMPTS_RETENTION', '1w'],
+    ['RETENTION_INTERVAL_MS', '50'],
     ['DATABASE_MIGRATION_URL', 'mysql://x'],
     ['REDIS_CLUSTER_NODES', 'redis://127.0.0.1:7000,http://127.0.0.1:7001'],
     ['TRUST_PROXY', '10.0.0.0/33'],

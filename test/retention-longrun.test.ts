@@ -8,8 +8,10 @@ import { createGunzip } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 
 import type { App } from '../src/app.js';
+import { retentionLockKey } from '../src/redis/keys.js';
 import { verifyArchive, type Manifest } from '../src/retention/archive.js';
 import { testEnv, type TestEnv } from './helpers.js';
+import { waitFor } from './process.js';
 
 const SALE_SECONDS = 2;
 const SALES = 40;
@@ -84,20 +86,48 @@ describe('POST /checkout over 40 short sales in a row with ATTEMPTS_RETENTION of
       [],
       `unexpected answers: ${JSON.stringify([...statuses])}`,
     );
-    await app.deps.retention.run(); // whatever the last interval has not retired yet
-
-    const manifests: Manifest[] = [];
-    for (const f of (await readdir(dir)).filter((f) => f.endsWith('.manifest.json'))) {
-      manifests.push(JSON.parse(await readFile(join(dir, f), 'utf8')) as Manifest);
-    }
-    for (const m of manifests) {
-      await verifyArchive(join(dir, m.file));
-      assert.equal(await csvRows(join(dir, m.file)), m.rows, `${m.file} does not hold its manifest's rows`);
-    }
-    const live = await env.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM checkout_attempts');
-    const archived = manifests.reduce((sum, m) => sum + m.rows, 0);
-    assert.equal(archived + live.rows[0]!.n, written, 'archived + live differs from the attempts written');
+    // Retire what the load left. The scheduler's own passes go on, and run() returns at once while one of them holds
+    // the lock: wait until no partition of a sale expired by now is left, then hold the lock, so that no pass moves
+    // a partition (attached → retired → archived) while the rows are counted.
     const cutoff = Date.now() - RETENTION_SECONDS * 1000;
+    await waitFor(
+      'the sales expired by the end of the load to be retired',
+      async () => {
+        await app.deps.retention.run();
+        const left = (await data.partitions.list()).filter((p) => p.endsAt !== null && p.endsAt.getTime() <= cutoff);
+        return left.length === 0 ? true : undefined;
+      },
+      30_000,
+    );
+    const release = await waitFor('the retention lock', () =>
+      app.deps.locks.acquire('retention', retentionLockKey(env.config.REDIS_PREFIX), 60_000),
+    );
+    const manifests: Manifest[] = [];
+    let archived = 0;
+    try {
+      for (const f of (await readdir(dir)).filter((f) => f.endsWith('.manifest.json'))) {
+        manifests.push(JSON.parse(await readFile(join(dir, f), 'utf8')) as Manifest);
+      }
+      for (const m of manifests) {
+        await verifyArchive(join(dir, m.file));
+        assert.equal(await csvRows(join(dir, m.file)), m.rows, `${m.file} does not hold its manifest's rows`);
+      }
+      archived = manifests.reduce((sum, m) => sum + m.rows, 0);
+      const live = await env.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM checkout_attempts');
+      // A partition a pass could not finish waits in `retired`, rows and all; once detached, or detach pending,
+      // its rows no longer count in checkout_attempts.
+      let waiting = 0;
+      for (const p of (await data.partitions.list()).filter(
+        (p) => p.schema === 'retired' && p.attachment !== 'attached',
+      )) {
+        if (manifests.some((m) => m.table === p.table)) continue; // archived, its drop still to come
+        const { rows } = await env.pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM retired.${p.table}`);
+        waiting += rows[0]!.n;
+      }
+      assert.equal(archived + live.rows[0]!.n + waiting, written, 'archived + live differs from the attempts written');
+    } finally {
+      await release();
+    }
     const expired = (await env.pg.query<{ id: string }>('SELECT id FROM sales WHERE ends_at <= $1', [new Date(cutoff)]))
       .rows;
     const archivedSales = new Set(manifests.flatMap((m) => m.sales));

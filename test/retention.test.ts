@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -53,7 +53,11 @@ describe('migration 003, on a database of today’s schema with attempts in it',
       const before = await attemptsOf(client);
       assert.equal(before.length, 1500);
 
-      assert.deepEqual(await migrate(url), ['002_admin.sql', '003_partition_attempts.sql']);
+      assert.deepEqual(await migrate(url), [
+        '002_admin.sql',
+        '003_partition_attempts.sql',
+        '004_attempts_without_default.sql',
+      ]);
       assert.deepEqual(await attemptsOf(client), before, 'a row was lost or changed');
       const { rows } = await client.query<{ kind: string }>(
         "SELECT relkind AS kind FROM pg_class WHERE relname = 'checkout_attempts'",
@@ -62,7 +66,7 @@ describe('migration 003, on a database of today’s schema with attempts in it',
       // New rows continue after the highest id, and the old codes are still found by (sale, code).
       const inserted = await client.query<{ id: string }>(
         `INSERT INTO checkout_attempts (sale_id, item_id, user_id, outcome, code, attempted_at)
-         VALUES ('2026010103', '2026010103-00001', 'u', 'ITEM_SOLD', NULL, now()) RETURNING id`,
+         VALUES ('2026010102', '2026010102-00001', 'u', 'ITEM_SOLD', NULL, now()) RETURNING id`,
       );
       assert.ok(Number(inserted.rows[0]!.id) > 1500);
       const found = await client.query(
@@ -75,26 +79,90 @@ describe('migration 003, on a database of today’s schema with attempts in it',
   });
 });
 
-describe('POST /checkout, for a sale that lost its partition, is still recorded (DEFAULT partition)', () => {
+describe('migration 004, on a database with attempts in the DEFAULT partition', () => {
+  const name = `fs_test_mig4_${Date.now().toString(36)}`;
+  const url = `${PG_URL}/${name}`;
+  let dir: string;
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+    const admin = new pg.Client({ connectionString: `${PG_URL}/postgres` });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.end();
+  });
+
+  it('moves every row of the DEFAULT partition into a partition of its sale, keeping ids, and drops it', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fs-mig4-'));
+    const migrations = new URL('../src/db/migrations/', import.meta.url);
+    for (const file of ['001_init.sql', '002_admin.sql', '003_partition_attempts.sql']) {
+      await copyFile(new URL(file, migrations), join(dir, file));
+    }
+    await migrate(url, pathToFileURL(`${dir}/`));
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      // One sale with its partition; two whose rows went to the DEFAULT partition.
+      await client.query(
+        "CREATE TABLE checkout_attempts_2026010100 PARTITION OF checkout_attempts FOR VALUES IN ('2026010100')",
+      );
+      await client.query(
+        `INSERT INTO checkout_attempts (sale_id, item_id, user_id, outcome, code, attempted_at)
+         SELECT s, s || '-' || lpad(g::text, 5, '0'), 'u' || g, CASE WHEN g % 3 = 0 THEN 'OK' ELSE 'ITEM_SOLD' END,
+                CASE WHEN g % 3 = 0 THEN s || '-' || md5(g::text) END, now() - g * interval '1 second'
+         FROM unnest(ARRAY['2026010100', '2026010101', '2026010102']) AS s, generate_series(1, 200) AS g`,
+      );
+      const inDefault = await client.query('SELECT count(*)::int AS n FROM checkout_attempts_default');
+      assert.equal(inDefault.rows[0].n, 400);
+      const before = await attemptsOf(client);
+
+      assert.deepEqual(await migrate(url), ['004_attempts_without_default.sql']);
+      assert.deepEqual(await attemptsOf(client), before, 'a row was lost or changed');
+      const { rows } = await client.query<{ t: string; sale_id: string; n: number }>(
+        `SELECT tableoid::regclass::text AS t, sale_id, count(*)::int AS n FROM checkout_attempts
+         GROUP BY 1, 2 ORDER BY 2`,
+      );
+      assert.deepEqual(
+        rows.map((r) => [r.t, r.sale_id, r.n]),
+        ['2026010100', '2026010101', '2026010102'].map((s) => [`checkout_attempts_${s}`, s, 200]),
+      );
+      const gone = await client.query("SELECT to_regclass('checkout_attempts_default') AS t");
+      assert.equal(gone.rows[0].t, null, 'the DEFAULT partition is still there');
+      const inserted = await client.query<{ id: string }>(
+        `INSERT INTO checkout_attempts (sale_id, item_id, user_id, outcome, code, attempted_at)
+         VALUES ('2026010101', '2026010101-00001', 'u', 'ITEM_SOLD', NULL, now()) RETURNING id`,
+      );
+      assert.ok(Number(inserted.rows[0]!.id) > 600, 'new ids do not continue after the moved rows');
+    } finally {
+      await client.end();
+    }
+  });
+});
+
+describe('POST /checkout, for a sale that lost its partition', () => {
   let env: TestEnv;
   before(async () => (env = await testEnv()));
   after(() => env.close());
 
-  it('answers 200, lands in the DEFAULT partition, and moves into the sale’s partition when it is created again', async () => {
-    const app = await env.app();
-    const sale = app.deps.ids.windowContaining(Date.now()).id;
+  it('answers 200 from two instances at once, and every attempt lands in a partition created for the sale', async () => {
+    const apps = [await env.app(), await env.app()];
+    const sale = apps[0]!.deps.ids.windowContaining(Date.now()).id;
     await env.pg.query(`ALTER TABLE checkout_attempts DETACH PARTITION checkout_attempts_${sale}`);
     await env.pg.query(`DROP TABLE checkout_attempts_${sale}`);
-    const res = await app.inject({ method: 'POST', url: `/checkout?user_id=u1&id=${sale}-00001` });
-    assert.equal(res.statusCode, 200, res.body);
-    const where = async () =>
-      (await env.pg.query<{ t: string }>(`SELECT tableoid::regclass::text AS t FROM checkout_attempts`)).rows.map(
-        (r) => r.t,
-      );
-    assert.deepEqual(await where(), ['checkout_attempts_default']);
-    assert.equal(await app.deps.data.partitions.ensure(sale), true);
-    assert.equal(await app.deps.data.partitions.ensure(sale), false, 'ensure is not idempotent');
-    assert.deepEqual(await where(), [`checkout_attempts_${sale}`]);
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        apps[i % 2]!.inject({ method: 'POST', url: `/checkout?user_id=u${i}&id=${sale}-0000${i % 10}` }),
+      ),
+    );
+    assert.deepEqual(
+      answers.map((r) => r.statusCode),
+      answers.map(() => 200),
+      answers.map((r) => r.body).join('\n'),
+    );
+    const { rows } = await env.pg.query<{ t: string; n: number }>(
+      'SELECT tableoid::regclass::text AS t, count(*)::int AS n FROM checkout_attempts GROUP BY 1',
+    );
+    assert.deepEqual(rows, [{ t: `checkout_attempts_${sale}`, n: 20 }]);
+    assert.equal(await apps[0]!.deps.data.partitions.ensure(sale), false, 'ensure is not idempotent');
   });
 });
 
@@ -178,5 +246,85 @@ describe('retention (ATTEMPTS_RETENTION), archives and npm run restore-archive',
       }),
       /does not match its manifest/,
     );
+  });
+});
+
+describe('retention, when a detach is held up past its lock timeout (DETACH … CONCURRENTLY left pending)', () => {
+  let env: TestEnv;
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fs-pending-'));
+    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', ARCHIVE_DIR: dir });
+  });
+  after(async () => {
+    await env.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('keeps checkout answering, and the next pass finalizes the detach, then archives and drops both expired partitions', async () => {
+    const clock = offsetClock(-4 * HOUR);
+    const app = await env.app({ clock });
+    const attempt = (saleId: string, i: number) =>
+      app.deps.data.attempts.insert({
+        saleId,
+        itemId: `${saleId}-0000${i % 5}`,
+        userId: `u${i}`,
+        outcome: 'ITEM_SOLD',
+        code: null,
+        at: clock.now(),
+      });
+    const older = (await app.deps.sales.active()).id;
+    await Promise.all(Array.from({ length: 10 }, (_, i) => attempt(older, i)));
+    clock.advance(HOUR);
+    const old = (await app.deps.sales.active()).id;
+    await Promise.all(Array.from({ length: 12 }, (_, i) => attempt(old, i)));
+    clock.advance(3 * HOUR); // both ended two hours or more ago: past the retention
+    const current = (await app.deps.sales.active()).id;
+
+    // A transaction that read checkout_attempts and stays open: the detach waits for it, then gives up.
+    const reader = await env.pg.connect();
+    try {
+      await reader.query('BEGIN');
+      await reader.query('SELECT count(*) FROM checkout_attempts WHERE sale_id = $1', [current]);
+      const [, ...answers] = await Promise.all([
+        app.deps.retention.run(),
+        ...Array.from({ length: 5 }, (_, i) =>
+          app.inject({ method: 'POST', url: `/checkout?user_id=c${i}&id=${current}-0000${i}` }),
+        ),
+      ]);
+      assert.deepEqual(
+        answers.map((r) => r.statusCode),
+        [200, 200, 200, 200, 200],
+      );
+      const { rows } = await env.pg.query<{ t: string; schema: string; pending: boolean | null }>(
+        `SELECT c.relname AS t, n.nspname AS schema, i.inhdetachpending AS pending
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+         WHERE c.relname = ANY ($1) ORDER BY 1`,
+        [[`checkout_attempts_${older}`, `checkout_attempts_${old}`]],
+      );
+      // The first detach was interrupted; PostgreSQL refuses the second while one is pending.
+      assert.deepEqual(rows, [
+        { t: `checkout_attempts_${older}`, schema: 'retired', pending: true },
+        { t: `checkout_attempts_${old}`, schema: 'retired', pending: false },
+      ]);
+      assert.equal((await readdir(dir)).length, 0, 'a partition was archived before it was detached');
+      await reader.query('COMMIT');
+    } finally {
+      reader.release();
+    }
+
+    await app.deps.retention.run();
+    for (const [sale, rows] of [
+      [older, 10],
+      [old, 12],
+    ] as const) {
+      const file = join(dir, `checkout_attempts_${sale}.csv.gz`);
+      const manifest = await verifyArchive(file);
+      assert.deepEqual([manifest.sales, manifest.rows], [[sale], rows]);
+      const gone = await env.pg.query(`SELECT to_regclass('retired.checkout_attempts_${sale}') AS t`);
+      assert.equal(gone.rows[0].t, null, `checkout_attempts_${sale} was not dropped`);
+    }
+    const live = await env.pg.query('SELECT count(*)::int AS n FROM checkout_attempts WHERE sale_id = $1', [current]);
+    assert.equal(live.rows[0].n, 5);
   });
 });

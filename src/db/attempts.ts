@@ -6,6 +6,7 @@
 import type { ErrorCode } from '../errors.js';
 import { createBatcher } from './batcher.js';
 import type { Db } from './db.js';
+import type { Partitions } from './partitions.js';
 
 export interface AttemptRow {
   saleId: string;
@@ -24,24 +25,43 @@ export interface IssuedCode {
   code: string;
 }
 
-export function attemptsTable(db: Db, timeoutMs: number) {
+/**
+ * PostgreSQL's refusal of a row whose sale has no partition: SQLSTATE 23514
+ * like a CHECK violation, but naming no constraint.
+ */
+const noPartition = (err: unknown) => {
+  const e = err as { code?: string; constraint?: string };
+  return e.code === '23514' && e.constraint === undefined;
+};
+
+export function attemptsTable(db: Db, timeoutMs: number, partitions: Pick<Partitions, 'ensure'>) {
+  const write = (rows: AttemptRow[]) =>
+    db.query(
+      'insert',
+      'checkout_attempts',
+      `INSERT INTO checkout_attempts (sale_id, item_id, user_id, outcome, code, attempted_at)
+       SELECT s, i, u, o, c, to_timestamp(t / 1000.0)
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[]) AS x(s, i, u, o, c, t)`,
+      [
+        rows.map((r) => r.saleId),
+        rows.map((r) => r.itemId),
+        rows.map((r) => r.userId),
+        rows.map((r) => r.outcome),
+        rows.map((r) => r.code),
+        rows.map((r) => r.at),
+      ],
+    );
   const inserts = createBatcher<AttemptRow, undefined>(
     async (rows) => {
-      await db.query(
-        'insert',
-        'checkout_attempts',
-        `INSERT INTO checkout_attempts (sale_id, item_id, user_id, outcome, code, attempted_at)
-         SELECT s, i, u, o, c, to_timestamp(t / 1000.0)
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[]) AS x(s, i, u, o, c, t)`,
-        [
-          rows.map((r) => r.saleId),
-          rows.map((r) => r.itemId),
-          rows.map((r) => r.userId),
-          rows.map((r) => r.outcome),
-          rows.map((r) => r.code),
-          rows.map((r) => r.at),
-        ],
-      );
+      try {
+        await write(rows);
+      } catch (err) {
+        if (!noPartition(err)) throw err;
+        // A sale without its partition (its creation ahead failed, or never
+        // ran): create the batch's, idempotently, and write the batch again.
+        for (const saleId of new Set(rows.map((r) => r.saleId))) await partitions.ensure(saleId);
+        await write(rows);
+      }
       return rows.map(() => undefined);
     },
     { timeoutMs },

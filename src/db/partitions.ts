@@ -1,10 +1,19 @@
 /**
  * The partitions of `checkout_attempts` (one per sale, LIST on sale_id;
- * migration 003) and their retirement: every statement that creates,
- * detaches, exports, imports or drops one is here. A partition past its
- * retention is detached and moved into the schema `retired`, where it waits
- * until its archive is written, then dropped; so a failed archive never loses
- * a row, and the hot path never sees a half-retired sale.
+ * migrations 003 and 004) and their retirement: every statement that creates,
+ * detaches, exports, imports or drops one is here.
+ *
+ * There is no DEFAULT partition (migration 004 removed it): PostgreSQL allows
+ * DETACH … CONCURRENTLY only without one. A row whose sale has no partition is
+ * refused, and the attempts writer then creates the partition and writes the
+ * batch again (attempts.ts), so an attempt still never fails for want of one.
+ *
+ * Retiring a partition takes steps that each leave their mark in the catalog,
+ * so a pass that dies anywhere is finished by the next: it is moved into the
+ * schema `retired` with its sales noted on it (still attached), detached
+ * CONCURRENTLY (or FINALIZEd, when an earlier detach was interrupted), archived,
+ * and dropped only once its archive is written; so a failed archive never loses
+ * a row, and the hot path never waits for a retirement.
  */
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,10 +21,10 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 
+import type { Config } from '../config.js';
 import type { Db } from './db.js';
 
 const PARENT = 'checkout_attempts';
-const DEFAULT_PARTITION = 'checkout_attempts_default';
 /** The columns of an archive, in their order: the table's, spelled out so an archive never depends on column order. */
 export const ATTEMPT_COLUMNS = ['id', 'sale_id', 'item_id', 'user_id', 'outcome', 'code', 'attempted_at'] as const;
 const columns = ATTEMPT_COLUMNS.join(', ');
@@ -29,8 +38,10 @@ const ident = (name: string) => pg.escapeIdentifier(name);
 
 export interface Partition {
   table: string;
-  /** 'public' while attached; 'retired' once detached and waiting for its archive. */
+  /** 'public' while in service; 'retired' once retention took it, attached or not. */
   schema: 'public' | 'retired';
+  /** 'pending': a DETACH … CONCURRENTLY was interrupted (FINALIZE completes it). */
+  attachment: 'attached' | 'pending' | 'detached';
   saleIds: string[];
   /** The earliest start and latest end of its sales (null if a sale is unknown). */
   startsAt: Date | null;
@@ -38,13 +49,18 @@ export interface Partition {
   bytes: number;
 }
 
-export function partitionsTable(db: Db, databaseUrl: string) {
-  /** A dedicated connection for a long COPY, so an archive never holds a slot of the request pool. */
-  async function withClient<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-    const client = new pg.Client({ connectionString: databaseUrl, application_name: 'flashsale-retention' });
+export function partitionsTable(db: Db, config: Pick<Config, 'DATABASE_URL' | 'DATABASE_MIGRATION_URL'>) {
+  /**
+   * The detach's connection: PostgreSQL itself, like the migrations', since it
+   * sets lock_timeout as it connects, which a pooler refuses.
+   */
+  const directUrl = config.DATABASE_MIGRATION_URL || config.DATABASE_URL;
+
+  /** A dedicated connection for one long statement, so it never holds a slot of the request pool. */
+  async function withClient<T>(options: pg.ClientConfig, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    const client = new pg.Client({ ...options, application_name: 'flashsale-retention' });
     await client.connect();
     try {
-      await client.query("SET TimeZone = 'UTC'"); // archives spell every timestamp in UTC
       return await fn(client);
     } finally {
       await client.end().catch(() => {});
@@ -58,8 +74,9 @@ export function partitionsTable(db: Db, databaseUrl: string) {
      * lock serialises them, which also works behind PgBouncer's transaction
      * pooling). CREATE TABLE … PARTITION OF would lock the whole table
      * exclusively; creating a plain table and attaching it takes only SHARE
-     * UPDATE EXCLUSIVE, which checkout inserts do not wait for. Rows of the sale
-     * that reached the DEFAULT partition meanwhile are moved into it first.
+     * UPDATE EXCLUSIVE, which checkout inserts do not wait for. A partition
+     * retention has taken but not detached yet still counts: its sale's rows
+     * go there and are archived with it.
      */
     ensure: (saleId: string): Promise<boolean> =>
       db.transaction(async (q) => {
@@ -73,27 +90,22 @@ export function partitionsTable(db: Db, databaseUrl: string) {
           [PARENT, name],
         );
         if (rows[0]!.attached) return false;
-        await q('ddl', PARENT, `CREATE TABLE ${ident(name)} (LIKE ${PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`);
+        const table = `public.${ident(name)}`;
+        await q('ddl', PARENT, `CREATE TABLE ${table} (LIKE ${PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`);
         await q(
           'ddl',
           PARENT,
-          `WITH moved AS (DELETE FROM ${DEFAULT_PARTITION} WHERE sale_id = $1 RETURNING ${columns})
-           INSERT INTO ${ident(name)} (${columns}) SELECT ${columns} FROM moved`,
-          [saleId],
-        );
-        await q(
-          'ddl',
-          PARENT,
-          `ALTER TABLE ${PARENT} ATTACH PARTITION ${ident(name)} FOR VALUES IN (${pg.escapeLiteral(saleId)})`,
+          `ALTER TABLE ${PARENT} ATTACH PARTITION ${table} FOR VALUES IN (${pg.escapeLiteral(saleId)})`,
         );
         return true;
       }),
 
-    /** Every attempts partition, attached or retired, with its sales' window and its size. */
+    /** Every attempts partition, in service or retired, with its sales' window and its size. */
     async list(): Promise<Partition[]> {
       const { rows } = await db.query<{
         table: string;
         schema: 'public' | 'retired';
+        attachment: 'attached' | 'pending' | 'detached';
         sale_ids: string[];
         starts_at: Date | null;
         ends_at: Date | null;
@@ -102,30 +114,34 @@ export function partitionsTable(db: Db, databaseUrl: string) {
       }>(
         'select',
         PARENT,
+        // An attached partition's sales are its bound; a detached one's, the note retire() left on it.
         `WITH parts AS (
-           SELECT c.relname AS table, 'public' AS schema, c.oid,
-                  array(SELECT m[1] FROM regexp_matches(pg_get_expr(c.relpartbound, c.oid), '''([^'']*)''', 'g') AS m)
-                    AS sale_ids
-           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-           WHERE i.inhparent = $1::regclass AND c.relname <> $2
-           UNION ALL
-           SELECT c.relname, 'retired', c.oid,
-                  coalesce(array(SELECT json_array_elements_text(obj_description(c.oid, 'pg_class')::json)), '{}')
+           SELECT c.relname AS table, n.nspname AS schema, c.oid,
+                  CASE WHEN i.inhrelid IS NULL THEN 'detached' WHEN i.inhdetachpending THEN 'pending'
+                       ELSE 'attached' END AS attachment,
+                  CASE WHEN i.inhrelid IS NULL
+                       THEN coalesce(array(SELECT json_array_elements_text(obj_description(c.oid, 'pg_class')::json)),
+                                     '{}')
+                       ELSE array(SELECT m[1]
+                                  FROM regexp_matches(pg_get_expr(c.relpartbound, c.oid), '''([^'']*)''', 'g') AS m)
+                  END AS sale_ids
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = 'retired' AND c.relkind = 'r'
+           LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = $1::regclass
+           WHERE c.relkind = 'r' AND (i.inhrelid IS NOT NULL OR n.nspname = 'retired')
          )
-         SELECT p.table, p.schema, p.sale_ids, pg_total_relation_size(p.oid) AS bytes,
+         SELECT p.table, p.schema, p.attachment, p.sale_ids, pg_total_relation_size(p.oid) AS bytes,
                 min(s.starts_at) AS starts_at, max(s.ends_at) AS ends_at, count(s.id) AS known
          FROM parts p LEFT JOIN sales s ON s.id = ANY (p.sale_ids)
-         GROUP BY p.table, p.schema, p.sale_ids, p.oid
+         GROUP BY p.table, p.schema, p.attachment, p.sale_ids, p.oid
          ORDER BY min(s.starts_at) NULLS LAST, p.table`,
-        [PARENT, DEFAULT_PARTITION],
+        [PARENT],
       );
       return rows.map((r) => {
         const complete = Number(r.known) === r.sale_ids.length && r.sale_ids.length > 0;
         return {
           table: r.table,
           schema: r.schema,
+          attachment: r.attachment,
           saleIds: r.sale_ids,
           startsAt: r.starts_at,
           endsAt: complete ? r.ends_at : null,
@@ -135,34 +151,35 @@ export function partitionsTable(db: Db, databaseUrl: string) {
     },
 
     /**
-     * Detaches a partition and moves it into `retired`, in one transaction,
-     * noting its sales on it. Plain DETACH, not CONCURRENTLY: PostgreSQL
-     * refuses CONCURRENTLY while a DEFAULT partition exists, and the DEFAULT
-     * partition is what guarantees an attempt is never refused. Plain DETACH
-     * changes only the catalog but needs an exclusive lock on the parent for
-     * that moment: `lockTimeoutMs` bounds how long checkout inserts can queue
-     * behind it (the attempt gives up and the next pass retries).
+     * The first step of retiring a partition: moves it, still attached, into
+     * the schema `retired` and notes its sales on it (the detach removes its
+     * bound). Locks the partition only, which nothing writes to any more;
+     * `lockTimeoutMs` bounds the wait for someone reading it.
      */
-    detach: (partition: Pick<Partition, 'table' | 'saleIds'>, lockTimeoutMs: number): Promise<void> =>
+    retire: (partition: Pick<Partition, 'table' | 'saleIds'>, lockTimeoutMs: number): Promise<void> =>
       db.transaction(async (q) => {
+        const table = `public.${ident(partition.table)}`;
         await q('select', PARENT, "SELECT set_config('lock_timeout', $1, true)", [`${lockTimeoutMs}ms`]);
-        await q('ddl', PARENT, `ALTER TABLE ${PARENT} DETACH PARTITION ${ident(partition.table)}`);
-        await q('ddl', PARENT, `ALTER TABLE ${ident(partition.table)} SET SCHEMA retired`);
-        await q(
-          'ddl',
-          PARENT,
-          `COMMENT ON TABLE retired.${ident(partition.table)} IS ${pg.escapeLiteral(JSON.stringify(partition.saleIds))}`,
-        );
+        await q('ddl', PARENT, `COMMENT ON TABLE ${table} IS ${pg.escapeLiteral(JSON.stringify(partition.saleIds))}`);
+        await q('ddl', PARENT, `ALTER TABLE ${table} SET SCHEMA retired`);
       }),
 
-    /** Streams a retired partition as CSV with a header into `sink`; resolves to the number of rows. */
-    exportRetired: (table: string, sink: Writable): Promise<number> =>
-      withClient(async (client) => {
-        const copy = client.query(
-          copyTo(`COPY retired.${ident(table)} (${columns}) TO STDOUT (FORMAT csv, HEADER true)`),
-        );
-        await pipeline(copy, sink);
-        return copy.rowCount;
+    /**
+     * Detaches a retired partition with DETACH … CONCURRENTLY: SHARE UPDATE
+     * EXCLUSIVE on checkout_attempts, which inserts do not conflict with, then
+     * a wait for the transactions that were using the table. It cannot run in
+     * a transaction block, so it runs alone on its own connection, with
+     * `lockTimeoutMs` as that connection's lock_timeout (a startup parameter,
+     * so that it is never left set on a server connection that a pooler lends
+     * to requests: hence the direct URL). A detach interrupted after
+     * its first step (the timeout, a crash) leaves the partition "pending":
+     * FINALIZE completes it, and until then PostgreSQL refuses to detach any
+     * other partition.
+     */
+    detach: (partition: Pick<Partition, 'table' | 'attachment'>, lockTimeoutMs: number): Promise<void> =>
+      withClient({ connectionString: directUrl, lock_timeout: lockTimeoutMs }, async (client) => {
+        const mode = partition.attachment === 'pending' ? 'FINALIZE' : 'CONCURRENTLY';
+        await client.query(`ALTER TABLE public.${PARENT} DETACH PARTITION retired.${ident(partition.table)} ${mode}`);
       }),
 
     /** Drops a retired partition (after its archive is safe). */
@@ -176,7 +193,7 @@ export function partitionsTable(db: Db, databaseUrl: string) {
      * rolled back unless exactly `expectedRows` rows were loaded.
      */
     importArchive: (table: string, source: Readable, expectedRows: number): Promise<void> =>
-      withClient(async (client) => {
+      withClient({ connectionString: config.DATABASE_URL }, async (client) => {
         await client.query('BEGIN');
         try {
           await client.query(`CREATE TABLE ${ident(table)} (LIKE ${PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`);
@@ -213,3 +230,21 @@ export function partitionsTable(db: Db, databaseUrl: string) {
 }
 
 export type Partitions = ReturnType<typeof partitionsTable>;
+
+/**
+ * Streams a retired partition as CSV with a header into `sink`, on a
+ * connection of its own (the archive's worker thread has no pool); resolves to
+ * the number of rows. Timestamps are spelled in UTC.
+ */
+export async function exportRetired(databaseUrl: string, table: string, sink: Writable): Promise<number> {
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'flashsale-retention' });
+  await client.connect();
+  try {
+    await client.query("SET TimeZone = 'UTC'");
+    const copy = client.query(copyTo(`COPY retired.${ident(table)} (${columns}) TO STDOUT (FORMAT csv, HEADER true)`));
+    await pipeline(copy, sink);
+    return copy.rowCount;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}

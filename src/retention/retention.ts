@@ -1,26 +1,34 @@
 /**
  * Retention of checkout attempts (ATTEMPTS_RETENTION; 0 keeps everything).
  * A pass, on one instance at a time (a Redis lock), retires every partition
- * whose sales all ended longer ago than the retention: it is detached into
- * the schema `retired`, archived into ARCHIVE_DIR (archive.ts), and dropped
- * only once its archive and manifest are on disk. A failed archive leaves the
- * table where it is; the next pass tries again, and the age of the oldest
- * partition (a metric, and an alert) shows it is stuck.
+ * whose sales all ended longer ago than the retention: moved into the schema
+ * `retired`, detached CONCURRENTLY, archived into ARCHIVE_DIR (archive.ts),
+ * and dropped only once its archive and manifest are on disk. Each step is
+ * read back from the catalog, so a pass picks up wherever an earlier one
+ * stopped (a crash, a lock timeout, a failed archive): the table stays in
+ * `retired` until it is archived, and the age of the oldest partition (a
+ * metric, and an alert) shows a retirement that is stuck.
  */
 import type { Infra } from '../infra.js';
+import type { Partition } from '../db/partitions.js';
 import { retentionLockKey } from '../redis/keys.js';
 import { writeArchive } from './archive.js';
 
-/** Longest a detach may make checkout inserts queue behind its catalog lock; past it, the next pass retries. */
-const DETACH_LOCK_TIMEOUT_MS = 200;
+/**
+ * Longest a step waits for a lock: the move into `retired` for a reader of the
+ * old partition, the detach for the transactions using checkout_attempts
+ * (never for checkout's inserts, which its locks do not conflict with). Past
+ * it the step gives up and the next pass takes it up again.
+ */
+const LOCK_TIMEOUT_MS = 200;
 /** Longer than any archive should take; every step is idempotent if two passes ever overlap. */
 const LOCK_TTL_MS = 15 * 60_000;
 
 type RetentionDeps = Pick<Infra, 'config' | 'clock' | 'log' | 'metrics' | 'locks' | 'data'>;
 
 export function createRetention({ config, clock, log, metrics, locks, data }: RetentionDeps) {
-  /** How often app.ts runs a pass: a sale's length, at most a minute. */
-  const intervalMs = Math.min(60_000, config.SALE_DURATION * 1000);
+  /** How often app.ts runs a pass: RETENTION_INTERVAL_MS (a minute), or a sale's length if shorter. */
+  const intervalMs = Math.min(config.RETENTION_INTERVAL_MS, config.SALE_DURATION * 1000);
 
   /** One pass; a no-op when retention is off or another instance holds the lock. */
   async function run(): Promise<void> {
@@ -30,37 +38,47 @@ export function createRetention({ config, clock, log, metrics, locks, data }: Re
       .catch(() => undefined);
     if (!release) return;
     try {
-      await retire();
+      await retireAll();
     } finally {
       await release().catch(() => {});
     }
   }
 
-  async function retire(): Promise<void> {
+  async function retireAll(): Promise<void> {
     const cutoff = clock.now() - config.ATTEMPTS_RETENTION;
-    const partitions = await data.partitions.list();
-    for (const p of partitions) {
-      if (p.schema !== 'public' || p.endsAt === null || p.endsAt.getTime() > cutoff) continue;
-      try {
-        await data.partitions.detach(p, DETACH_LOCK_TIMEOUT_MS);
-        p.schema = 'retired';
-      } catch (err) {
-        log.warn({ err, table: p.table }, 'could not detach an expired partition; retrying next pass');
-      }
+    const due = (await data.partitions.list()).filter(
+      (p) => p.schema === 'retired' || (p.endsAt !== null && p.endsAt.getTime() <= cutoff),
+    );
+    // An interrupted detach first: while one is pending, PostgreSQL detaches no other.
+    due.sort((a, b) => Number(b.attachment === 'pending') - Number(a.attachment === 'pending'));
+    for (const p of due) {
+      if (await detach(p)) await archive(p);
     }
-    for (const p of partitions) {
-      if (p.schema !== 'retired') continue;
-      try {
-        const manifest = await writeArchive(data.partitions, config.ARCHIVE_DIR, p, new Date(clock.now()));
-        await data.partitions.dropRetired(p.table);
-        metrics.archiveRuns.inc({ outcome: 'ok' });
-        metrics.archiveBytes.inc(manifest.bytes);
-        metrics.rowsRetired.inc(manifest.rows);
-        log.info({ table: p.table, rows: manifest.rows, bytes: manifest.bytes }, 'partition archived and dropped');
-      } catch (err) {
-        metrics.archiveRuns.inc({ outcome: 'failed' });
-        log.error({ err, table: p.table }, 'archive failed; the partition is kept and retried next pass');
-      }
+  }
+
+  /** Takes the partition out of checkout_attempts, as far as it still is in it; false if a lock was not had in time. */
+  async function detach(p: Partition): Promise<boolean> {
+    try {
+      if (p.schema === 'public') await data.partitions.retire(p, LOCK_TIMEOUT_MS);
+      if (p.attachment !== 'detached') await data.partitions.detach(p, LOCK_TIMEOUT_MS);
+      return true;
+    } catch (err) {
+      log.warn({ err, table: p.table }, 'could not detach an expired partition; retrying next pass');
+      return false;
+    }
+  }
+
+  async function archive(p: Partition): Promise<void> {
+    try {
+      const manifest = await writeArchive(config.DATABASE_URL, config.ARCHIVE_DIR, p, new Date(clock.now()));
+      await data.partitions.dropRetired(p.table);
+      metrics.archiveRuns.inc({ outcome: 'ok' });
+      metrics.archiveBytes.inc(manifest.bytes);
+      metrics.rowsRetired.inc(manifest.rows);
+      log.info({ table: p.table, rows: manifest.rows, bytes: manifest.bytes }, 'partition archived and dropped');
+    } catch (err) {
+      metrics.archiveRuns.inc({ outcome: 'failed' });
+      log.error({ err, table: p.table }, 'archive failed; the partition is kept and retried next pass');
     }
   }
 

@@ -26,7 +26,7 @@ export function createSales(deps: Infra) {
     const end = metrics.saleCreation.startTimer();
     // Its attempts partition first, by every instance (idempotent): a sale
     // whose creator died before creating it still gets one. A failure must not
-    // stop the sale: its attempts land in the DEFAULT partition meanwhile.
+    // stop the sale: the attempts' writer creates it when an insert is refused.
     await data.partitions
       .ensure(sale.id)
       .catch((err: unknown) => log.warn({ err, sale: sale.id }, 'could not create the attempts partition'));

@@ -2,6 +2,8 @@
  * npm run bench [-- --duration 15 --connections 64 --workers 2 --rounds 3 --no-write]
  * npm run bench -- --pinned [--duration 10 --rounds 3 --only <load> --no-write]: CPU per request, see pinned.ts.
  * npm run bench -- --streams [--watchers 5000]: the live event streams (streams.ts)
+ * npm run bench -- --retention [--rows 500000 --duration 10 --rounds 3 --rate 1000 --connections 16]: checkout p99
+ *   while a retention pass retires a big partition, against windows without (retention.ts)
  * The same command every time: for each load, a fresh database and a fresh
  * service with a 10,000-item sale, loaded by wrk; a bare node:http server in
  * the same run as the yardstick. The yardstick and the stampede alternate for
@@ -24,7 +26,7 @@ import { queueLines, queueLoads } from './queue.js';
 const { values } = parseArgs({
   options: {
     duration: { type: 'string' },
-    connections: { type: 'string', default: '64' },
+    connections: { type: 'string' },
     workers: { type: 'string', default: '2' },
     rounds: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
@@ -32,10 +34,13 @@ const { values } = parseArgs({
     only: { type: 'string' },
     streams: { type: 'boolean', default: false },
     watchers: { type: 'string', default: '5000' },
+    retention: { type: 'boolean', default: false },
+    rows: { type: 'string', default: '500000' },
+    rate: { type: 'string', default: '1000' },
   },
 });
 const seconds = Number(values.duration ?? 15);
-const connections = Number(values.connections);
+const connections = Number(values.connections ?? (values.retention ? 16 : 64));
 const here = new URL('../../../tools/bench/', import.meta.url).pathname;
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -115,6 +120,21 @@ async function baseline(): Promise<WrkResult> {
   } finally {
     await hello.stop();
   }
+}
+
+if (values.retention) {
+  const { retentionBench } = await import('./retention.js');
+  await retentionBench({
+    root,
+    seconds: Number(values.duration ?? 10),
+    rounds: Number(values.rounds ?? 3),
+    rows: Number(values.rows),
+    rate: Number(values.rate),
+    connections,
+    write: !values['no-write'],
+    log,
+  });
+  process.exit(0);
 }
 
 if (values.streams) {

@@ -1,6 +1,7 @@
 /** Readings from the outside: wrk's output, /proc, and the service's /metrics. */
-import { execFileSync, execSync } from 'node:child_process';
+import { execFile, execFileSync, execSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 
 export interface WrkResult {
   rps: number;
@@ -12,19 +13,13 @@ export interface WrkResult {
 
 const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[unit]!;
 
-/** `cpu`: run wrk pinned to that CPU (taskset), with one thread (the pinned bench). */
-export function wrk(
-  url: string,
-  seconds: number,
-  connections: number,
-  script?: string,
-  env: Record<string, string> = {},
-  cpu?: number,
-): WrkResult {
+function wrkCommand(url: string, seconds: number, connections: number, script?: string, cpu?: number) {
   const threads = cpu === undefined ? '-t2' : '-t1';
   const args = [threads, `-c${connections}`, `-d${seconds}s`, '--latency', ...(script ? ['-s', script] : []), url];
-  const [cmd, argv] = cpu === undefined ? ['wrk', args] : ['taskset', ['-c', String(cpu), 'wrk', ...args]];
-  const out = execFileSync(cmd, argv as string[], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return cpu === undefined ? { cmd: 'wrk', argv: args } : { cmd: 'taskset', argv: ['-c', String(cpu), 'wrk', ...args] };
+}
+
+function parseWrk(out: string): WrkResult {
   const pct = (p: string) => {
     const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)$`, 'm').exec(out);
     return m ? ms(m[1]!, m[2]!) : NaN;
@@ -36,6 +31,32 @@ export function wrk(
     requests: Number(/(\d+) requests in/.exec(out)![1]),
     non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
   };
+}
+
+/** `cpu`: run wrk pinned to that CPU (taskset), with one thread (the pinned bench). */
+export function wrk(
+  url: string,
+  seconds: number,
+  connections: number,
+  script?: string,
+  env: Record<string, string> = {},
+  cpu?: number,
+): WrkResult {
+  const { cmd, argv } = wrkCommand(url, seconds, connections, script, cpu);
+  return parseWrk(execFileSync(cmd, argv, { encoding: 'utf8', env: { ...process.env, ...env } }));
+}
+
+/** wrk without blocking this process, for a bench that acts while the load runs (retention.ts). */
+export async function wrkAsync(
+  url: string,
+  seconds: number,
+  connections: number,
+  script?: string,
+  env: Record<string, string> = {},
+): Promise<WrkResult> {
+  const { cmd, argv } = wrkCommand(url, seconds, connections, script);
+  const { stdout } = await promisify(execFile)(cmd, argv, { encoding: 'utf8', env: { ...process.env, ...env } });
+  return parseWrk(stdout);
 }
 
 /** The process and its children (cluster workers). */
@@ -113,10 +134,14 @@ export function peakRssMb(pids: number[]): number {
 
 /** Cumulative bucket counts of http_request_duration_seconds for checkout and purchase, by `le`. */
 export async function latencyBuckets(base: string): Promise<Map<number, number>> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+  return bucketsOf(await (await fetch(`${base}/metrics`)).text(), /handler="(checkout|purchase)"/);
+}
+
+/** The same from a scrape's text, for the handlers matching `handlers`. */
+export function bucketsOf(text: string, handlers: RegExp): Map<number, number> {
   const buckets = new Map<number, number>();
   for (const m of text.matchAll(/^http_request_duration_seconds_bucket\{([^}]*)\} (\d+)$/gm)) {
-    if (!/handler="(checkout|purchase)"/.test(m[1]!)) continue;
+    if (!handlers.test(m[1]!)) continue;
     const raw = /le="([^"]+)"/.exec(m[1]!)![1]!;
     const le = raw === '+Inf' ? Infinity : Number(raw);
     buckets.set(le, (buckets.get(le) ?? 0) + Number(m[2]));

@@ -63,7 +63,14 @@ export async function startService(
     opts.cpu,
   );
   const base = `http://127.0.0.1:${port}`;
+  // A service that dies under a load (or is killed by someone else on this shared machine) says so here,
+  // rather than as a refused connection somewhere later.
+  let stopping = false;
+  child.once('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`bench: the service exited during the run (code ${code}, signal ${signal})\n`);
+  });
   const cleanUp = async () => {
+    stopping = true;
     await stop(child);
     const admin = new pg.Client({ connectionString: `${PG}/postgres` });
     await admin.connect();
@@ -78,7 +85,7 @@ export async function startService(
   }
   const coldStartMs = Date.now() - started;
   const sale = ((await (await fetch(`${base}/sales/active`)).json()) as { id: string }).id;
-  return { base, pid: child.pid!, sale, coldStartMs, stop: cleanUp };
+  return { base, pid: child.pid!, sale, coldStartMs, databaseUrl: `${PG}/${db}`, stop: cleanUp };
 }
 
 /** The bare node:http server: the least a Node HTTP server can do. */

@@ -20,7 +20,7 @@ if (!archive || !table) {
 const config = loadConfig();
 const db = createDb(config, createMetrics());
 try {
-  const manifest = await restoreArchive(partitionsTable(db, config.DATABASE_URL), archive, table);
+  const manifest = await restoreArchive(partitionsTable(db, config), archive, table);
   process.stdout.write(`restored ${manifest.rows} rows of ${manifest.sales.join(', ')} into ${table}\n`);
 } catch (err) {
   process.stderr.write(`restore-archive: ${(err as Error).message}\n`);
