@@ -174,7 +174,7 @@ describe('POST /checkout and POST /purchase through the hot lane', () => {
   });
 });
 
-describe('GET /queue/status through the hot lane (WAITING_ROOM=on)', () => {
+describe('GET /queue/status and POST /queue/join through the hot lane (WAITING_ROOM=on)', () => {
   let env: TestEnv;
   let app: App;
   let base: string;
@@ -186,9 +186,10 @@ describe('GET /queue/status through the hot lane (WAITING_ROOM=on)', () => {
   });
   after(() => env.close());
 
-  const served = async () => {
+  const served = async (handler = 'queue_status') => {
     const text = (await app.inject('/metrics')).body;
-    return Number(/^http_hot_lane_requests_total\{handler="queue_status"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    const line = text.split('\n').find((l) => l.startsWith(`http_hot_lane_requests_total{handler="${handler}"} `));
+    return Number(line?.split(' ')[1] ?? 0);
   };
   const answers = async (url: string) => {
     const before = await served();
@@ -210,6 +211,19 @@ describe('GET /queue/status through the hot lane (WAITING_ROOM=on)', () => {
     assert.equal(lane!.status, 200);
     assert.match(lane!.retryAfter!, /^\d+$/);
     assert.deepEqual(lane, route);
+  });
+
+  it('POST /queue/join: answers a join, and the same place again, as the route does', async () => {
+    const before = await served('queue_join');
+    const res = await fetch(`${base}/queue/join?user_id=ned`, { method: 'POST' });
+    assert.equal((await served('queue_join')) - before, 1, 'the lane answered');
+    const route = await app.inject({ method: 'POST', url: '/queue/join?user_id=ned' });
+    assert.equal(res.status, 200);
+    assert.equal(route.statusCode, 200);
+    // One place per user: the same ticket (its standing may move between the two, on the admission timer).
+    const [lane, again] = [(await res.json()) as Record<string, unknown>, json(route)];
+    assert.deepEqual(Object.keys(lane).sort(), Object.keys(again).sort());
+    assert.deepEqual([lane.ticket, lane.sale_id], [again.ticket, again.sale_id]);
   });
 
   it('answers a forged ticket 403 TICKET_INVALID as the route does', async () => {

@@ -94,7 +94,14 @@ export function queueRoutes(app: FastifyInstance, queue: Queue | undefined, lane
 
   if (!queue) return;
   app.decorateRequest('admittedTicket', undefined); // set by the purchase guard (room.ts)
-  // The crowd's polls, on the hot lane (http/lane.ts).
+  // The crowd's joins and polls, on the hot lane (http/lane.ts).
+  lane?.add('/queue/join', {
+    method: 'POST',
+    name: 'queue_join',
+    params: { user_id: new RegExp(USER_ID) },
+    ready: () => true,
+    answer: async (query, ip) => ({ outcome: 'OK', body: (await queue.join({ userId: query.user_id!, ip })).body }),
+  });
   lane?.add('/queue/status', {
     method: 'GET',
     name: 'queue_status',
