@@ -1,6 +1,7 @@
 /**
  * The hot lane (issue 16): the requests that come in floods (POST /checkout
- * and POST /purchase in a stampede, GET /queue/status from a waiting crowd)
+ * and POST /purchase in a stampede, POST /queue/join and GET /queue/status
+ * from a waiting crowd)
  * answered from Node's request event, below Fastify, when the request is the
  * plain one clients send: no body, a Host, a query of exactly the route's
  * parameters, each once, each matching its pattern as sent (no
