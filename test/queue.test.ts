@@ -147,6 +147,7 @@ describe('POST /queue/join and GET /queue/status', () => {
 
   it("GET /queue/status refuses forged, renamed, and other sales' tickets with 403 TICKET_INVALID", async () => {
     const { ticket } = await join(app, 'victim');
+    assert.equal((await status(app, ticket)).statusCode, 200); // the genuine one is now remembered as verified
     for (const bad of [forge(ticket), rename(ticket, 'attacker')]) {
       const res = await status(app, bad);
       assert.equal(res.statusCode, 403, res.body);
