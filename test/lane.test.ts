@@ -14,6 +14,13 @@ import { waitFor } from './process.js';
 
 const TOKEN = 'operator-token-0123456789-abcdefghij';
 
+/** One series of a scrape of /metrics (0 when absent); `labels` as written in the exposition. */
+async function metricValue(app: App, name: string, labels: string) {
+  const text = (await app.inject('/metrics')).body;
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
+  return Number(line?.split(' ')[1] ?? 0);
+}
+
 interface Answer {
   status: number;
   type: string | undefined;
@@ -40,11 +47,7 @@ describe('POST /checkout and POST /purchase through the hot lane', () => {
   });
   after(() => env.close());
 
-  const metric = async (name: string, labels: string) => {
-    const text = (await app.inject('/metrics')).body;
-    const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
-    return Number(line?.split(' ')[1] ?? 0);
-  };
+  const metric = (name: string, labels: string) => metricValue(app, name, labels);
   const served = (handler: string) => metric('http_hot_lane_requests_total', `handler="${handler}"`);
 
   /** Over a socket: the lane takes it if it can. */
@@ -186,11 +189,7 @@ describe('GET /queue/status and POST /queue/join through the hot lane (WAITING_R
   });
   after(() => env.close());
 
-  const served = async (handler = 'queue_status') => {
-    const text = (await app.inject('/metrics')).body;
-    const line = text.split('\n').find((l) => l.startsWith(`http_hot_lane_requests_total{handler="${handler}"} `));
-    return Number(line?.split(' ')[1] ?? 0);
-  };
+  const served = (handler = 'queue_status') => metricValue(app, 'http_hot_lane_requests_total', `handler="${handler}"`);
   const answers = async (url: string) => {
     const before = await served();
     const lane = await fetch(`${base}${url}`);

@@ -24,10 +24,14 @@ const attemptsOf = async (db: pg.Pool | pg.Client, where = 'true') =>
     )
   ).rows.map((r) => r.row);
 
-describe('migration 003, on a database of today’s schema with attempts in it', () => {
-  const name = `fs_test_mig_${Date.now().toString(36)}`;
+/**
+ * A database of its own, migrated only as far as `files` (today's schema at
+ * some earlier migration), dropped after the suite: for a migration's test.
+ */
+function scratchDatabase(prefix: string) {
+  const name = `${prefix}_${Date.now().toString(36)}`;
   const url = `${PG_URL}/${name}`;
-  let dir: string;
+  let dir: string | undefined;
   after(async () => {
     if (dir) await rm(dir, { recursive: true, force: true });
     const admin = new pg.Client({ connectionString: `${PG_URL}/postgres` });
@@ -35,12 +39,23 @@ describe('migration 003, on a database of today’s schema with attempts in it',
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     await admin.end();
   });
+  return {
+    url,
+    /** Creates it with these migrations only; returns those applied. */
+    async migrateUpTo(files: string[]): Promise<string[]> {
+      dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
+      const migrations = new URL('../src/db/migrations/', import.meta.url);
+      for (const file of files) await copyFile(new URL(file, migrations), join(dir, file));
+      return migrate(url, pathToFileURL(`${dir}/`));
+    },
+  };
+}
+
+describe('migration 003, on a database of today’s schema with attempts in it', () => {
+  const { url, migrateUpTo } = scratchDatabase('fs_test_mig');
 
   it('partitions checkout_attempts by sale in place, keeping every row and every id', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fs-mig-'));
-    const migrations = new URL('../src/db/migrations/', import.meta.url);
-    await copyFile(new URL('001_init.sql', migrations), join(dir, '001_init.sql'));
-    assert.deepEqual(await migrate(url, pathToFileURL(`${dir}/`)), ['001_init.sql']);
+    assert.deepEqual(await migrateUpTo(['001_init.sql']), ['001_init.sql']);
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
@@ -80,24 +95,10 @@ describe('migration 003, on a database of today’s schema with attempts in it',
 });
 
 describe('migration 004, on a database with attempts in the DEFAULT partition', () => {
-  const name = `fs_test_mig4_${Date.now().toString(36)}`;
-  const url = `${PG_URL}/${name}`;
-  let dir: string;
-  after(async () => {
-    if (dir) await rm(dir, { recursive: true, force: true });
-    const admin = new pg.Client({ connectionString: `${PG_URL}/postgres` });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await admin.end();
-  });
+  const { url, migrateUpTo } = scratchDatabase('fs_test_mig4');
 
   it('moves every row of the DEFAULT partition into a partition of its sale, keeping ids, and drops it', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fs-mig4-'));
-    const migrations = new URL('../src/db/migrations/', import.meta.url);
-    for (const file of ['001_init.sql', '002_admin.sql', '003_partition_attempts.sql']) {
-      await copyFile(new URL(file, migrations), join(dir, file));
-    }
-    await migrate(url, pathToFileURL(`${dir}/`));
+    await migrateUpTo(['001_init.sql', '002_admin.sql', '003_partition_attempts.sql']);
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {

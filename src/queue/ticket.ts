@@ -73,9 +73,11 @@ export function createTickets(options: { secret: string; previous: string; previ
     recent.set(raw, ticket);
   }
   function remembered(raw: string): Ticket | undefined {
-    const ticket = recent.get(raw) ?? older.get(raw);
-    if (ticket && !recent.has(raw)) remember(raw, ticket);
-    return ticket;
+    const fresh = recent.get(raw);
+    if (fresh) return fresh;
+    const kept = older.get(raw); // still polled: carried into the recent generation
+    if (kept) remember(raw, kept);
+    return kept;
   }
 
   function verify(raw: string, now: number): { ticket: Readonly<Ticket>; resigned?: string } | string {
