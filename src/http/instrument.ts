@@ -44,6 +44,7 @@ export function createRequestAccounting(metrics: Metrics, maxInFlight: number) {
   const total = children(metrics.httpRequestsTotal);
   const checkoutFailure = children(metrics.checkoutFailure);
   const purchaseFailure = children(metrics.purchaseFailure);
+  const routes = new Map<string, ReturnType<typeof route>>();
 
   // Business counters: every request that reached checkout or purchase is an
   // attempt, and ends as exactly one success, replay or failure{reason}.
@@ -75,13 +76,35 @@ export function createRequestAccounting(metrics: Metrics, maxInFlight: number) {
     /** Counts one answered request; call exactly once per request. */
     count(handler: string, method: string, status: number, seconds: number, outcome: string) {
       const m = METHODS.has(method) ? method : 'OTHER';
-      const s = String(status);
-      duration(handler, m, s).observe(seconds);
-      total(handler, m, s).inc();
-      countBusiness(handler, outcome);
+      const key = `${handler} ${m}`;
+      let counter = routes.get(key);
+      if (!counter) routes.set(key, (counter = route(handler, m)));
+      counter(status, seconds, outcome);
     },
+    route,
   };
+
+  /**
+   * `count` for one route and method, its labelled children looked up by
+   * status alone: the hot lane binds one per route, so its requests join and
+   * hash no label strings to find them.
+   */
+  function route(handler: string, method: string) {
+    const byStatus = new Map<number, { duration: Observer; total: Incrementer }>();
+    return (status: number, seconds: number, outcome: string) => {
+      let bound = byStatus.get(status);
+      if (!bound) {
+        const s = String(status);
+        byStatus.set(status, (bound = { duration: duration(handler, method, s), total: total(handler, method, s) }));
+      }
+      bound.duration.observe(seconds);
+      bound.total.inc();
+      countBusiness(handler, outcome);
+    };
+  }
 }
+type Observer = { observe(value: number): void };
+type Incrementer = { inc(): void };
 
 export type RequestAccounting = ReturnType<typeof createRequestAccounting>;
 

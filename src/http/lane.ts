@@ -33,8 +33,11 @@ export interface LaneRoute {
   params: Record<string, RegExp>;
   /** False while the route needs what only the Fastify route does (checked per request). */
   ready: () => boolean;
-  /** The route's answer: the outcome label, the body of a 200 and its headers, or a thrown AppError. */
-  answer(query: Record<string, string>, ip: string): Promise<LaneAnswer>;
+  /**
+   * The route's answer: the outcome label, the body of a 200 and its headers,
+   * or a thrown AppError; an answer known without I/O may come back at once.
+   */
+  answer(query: Record<string, string>, ip: string): LaneAnswer | Promise<LaneAnswer>;
 }
 export interface LaneAnswer {
   outcome: string;
@@ -51,7 +54,10 @@ export function createLane(deps: {
   trustProxy: false | string;
 }) {
   const { requests, metrics, log } = deps;
-  type Added = LaneRoute & { served: ReturnType<Metrics['hotLaneRequests']['labels']> };
+  type Added = LaneRoute & {
+    served: ReturnType<Metrics['hotLaneRequests']['labels']>;
+    count: ReturnType<RequestAccounting['route']>;
+  };
   const routes = new Map<string, Added>();
   // The client's address as Fastify's request.ip gives it (trustProxy: the same list, the same library).
   const trusted = deps.trustProxy ? proxyAddr.compile(deps.trustProxy.split(',').map((e) => e.trim())) : undefined;
@@ -82,35 +88,43 @@ export function createLane(deps: {
   const retryAfter = (error: AppError) =>
     error.retryAfter === undefined ? undefined : { 'retry-after': String(error.retryAfter) };
 
-  async function serve(route: Added, query: Record<string, string>, req: IncomingMessage, res: ServerResponse) {
+  function serve(route: Added, query: Record<string, string>, req: IncomingMessage, res: ServerResponse) {
     const started = performance.now();
     route.served.inc();
-    let status = 200;
-    let outcome: string;
-    if (!requests.enter()) {
-      const error = overloaded();
-      ({ status, code: outcome } = error);
-      send(res, status, errorPayload(error), retryAfter(error));
-    } else {
-      try {
-        const answer = await route.answer(query, ipOf(req));
-        outcome = answer.outcome;
-        send(res, status, answer.body, answer.headers);
-      } catch (err) {
-        if (!(err instanceof AppError)) log.error({ err }, 'request failed');
-        const error = err instanceof AppError ? err : new AppError('INTERNAL');
-        ({ status, code: outcome } = error);
-        send(res, status, errorPayload(error), retryAfter(error));
-      }
+    if (!requests.enter()) return fail(route, res, started, overloaded());
+    let answer: LaneAnswer | Promise<LaneAnswer>;
+    try {
+      answer = route.answer(query, ipOf(req));
+    } catch (err) {
+      return fail(route, res, started, err);
     }
+    // An answer known without I/O (a status poll) is sent now: no promise, no microtask.
+    if (!(answer instanceof Promise)) return succeed(route, res, started, answer);
+    answer.then(
+      (known) => succeed(route, res, started, known),
+      (err: unknown) => fail(route, res, started, err),
+    );
+  }
+  function succeed(route: Added, res: ServerResponse, started: number, answer: LaneAnswer) {
+    send(res, 200, answer.body, answer.headers);
+    finish(route, started, 200, answer.outcome);
+  }
+  function fail(route: Added, res: ServerResponse, started: number, err: unknown) {
+    if (!(err instanceof AppError)) log.error({ err }, 'request failed');
+    const error = err instanceof AppError ? err : new AppError('INTERNAL');
+    send(res, error.status, errorPayload(error), retryAfter(error));
+    finish(route, started, error.status, error.code);
+  }
+  function finish(route: Added, started: number, status: number, outcome: string) {
     requests.leave();
-    requests.count(route.name, route.method, status, (performance.now() - started) / 1000, outcome);
+    route.count(status, (performance.now() - started) / 1000, outcome);
   }
 
   return {
     /** Adds a route to the lane (the Fastify route of the same method and path must exist: it takes the rest). */
     add(path: string, route: LaneRoute) {
-      routes.set(`${route.method} ${path}`, { ...route, served: metrics.hotLaneRequests.labels(route.name) });
+      const served = metrics.hotLaneRequests.labels(route.name);
+      routes.set(`${route.method} ${path}`, { ...route, served, count: requests.route(route.name, route.method) });
     },
     /** Answers the request if it is one for the lane (true), else leaves it alone (false). */
     take(req: IncomingMessage, res: ServerResponse): boolean {
@@ -124,7 +138,7 @@ export function createLane(deps: {
       if (headers['content-length'] !== undefined && headers['content-length'] !== '0') return false;
       const query = parse(url.slice(mark + 1), route.params);
       if (!query) return false;
-      void serve(route, query, req, res);
+      serve(route, query, req, res);
       return true;
     },
   };

@@ -248,9 +248,18 @@ export function createQueue(deps: QueueDeps) {
 
   function statusOf(raw: string) {
     const { ticket, resigned } = check(raw);
-    const { expired, ...s } = standing(ticket);
-    if (expired) throw new AppError('TICKET_INVALID', 'admission expired');
-    return { body: { ticket: resigned ?? raw, ...s }, retryAfter: s.sold_out ? MAX_POLL_S : retryAfter(s) };
+    const s = standing(ticket);
+    if (s.expired) throw new AppError('TICKET_INVALID', 'admission expired');
+    // Every poll builds this: one literal of fixed shape, no spread (a spread copies property by property).
+    const body = {
+      ticket: resigned ?? raw,
+      position: s.position,
+      admitted: s.admitted,
+      eta_seconds: s.eta_seconds,
+      sold_out: s.sold_out,
+      stale: s.stale,
+    };
+    return { body, retryAfter: s.sold_out ? MAX_POLL_S : retryAfter(s) };
   }
 
   function admitted(route: 'checkout' | 'purchase', request: FastifyRequest): Ticket {

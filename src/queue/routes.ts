@@ -107,7 +107,7 @@ export function queueRoutes(app: FastifyInstance, queue: Queue | undefined, lane
     name: 'queue_status',
     params: { ticket: new RegExp(TICKET_PATTERN) },
     ready: () => true,
-    answer: async (query) => {
+    answer: (query) => {
       const { body, retryAfter: seconds } = queue.status(query.ticket!);
       return { outcome: 'OK', body, headers: { 'retry-after': String(seconds) } };
     },
