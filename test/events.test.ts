@@ -55,6 +55,9 @@ describe('GET /sales/active/events', () => {
     const stream = await open();
     assert.equal(stream.status, 200);
     assert.match(String(stream.headers['content-type']), /^text\/event-stream/);
+    // Unframed: the stream ends with its connection, and each event is one plain write.
+    assert.equal(stream.headers['transfer-encoding'], undefined);
+    assert.equal(stream.headers.connection, 'close');
     const first = await stream.next(() => true);
     assert.equal(first.event, 'sale');
     assert.equal(first.data.sale_id, sale);

@@ -39,6 +39,10 @@ export function eventRoutes(app: FastifyInstance, deps: Infra & { sales: Sales }
     handler: (request, reply) => {
       if (!broadcaster.accepting()) throw new AppError('UNAVAILABLE', 'event streams (at MAX_STREAMS)', 1);
       reply.hijack();
+      // A stream ends only with its connection, so it needs no chunked
+      // framing (Node then answers `Connection: close`): each event is one
+      // plain socket write, the same bytes for every stream.
+      reply.raw.useChunkedEncodingByDefault = false;
       reply.raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-store',
