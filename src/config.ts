@@ -217,8 +217,12 @@ const schema = {
   ARCHIVE_DIR: { parse: (raw: string) => raw, default: 'archive' },
   /** Live event streams (GET /sales/active/events) per instance, apart from MAX_IN_FLIGHT. */
   MAX_STREAMS: { parse: integer(0, 1_000_000), default: '10000' },
-  /** How often the one broadcaster reads the sale and writes events: at most 4 times a second. */
-  STREAM_INTERVAL_MS: { parse: integer(250, 60_000), default: '250' },
+  /**
+   * How often the one broadcaster reads the sale and writes events: at most 4
+   * times a second. 2 by default: every watcher still hears of a sale within
+   * 1 s, and each round is a write per stream (docs/PERFORMANCE.md).
+   */
+  STREAM_INTERVAL_MS: { parse: integer(250, 60_000), default: '500' },
   /** A comment line on every quiet stream this often, so proxies and clients see it alive. */
   STREAM_HEARTBEAT_MS: { parse: integer(1000, 300_000), default: '15000' },
   /** fixed: admit ADMIT_PER_SEC; adaptive: start there and follow shedding and checkout p99 (src/queue/controller.ts). */

@@ -24,7 +24,7 @@ import type { Sales } from '../sale/sales.js';
 export const STREAM_CLIENT_BUFFER = 64 * 1024;
 /** More changes than this in one read are sent as a snapshot: its bitmap is then the smaller frame. */
 const MAX_LISTED_CHANGES = 256;
-/** Events kept for Last-Event-ID resumes (at 4 a second: 16 s of history). */
+/** Events kept for Last-Event-ID resumes (16 s of history at the fastest interval, 4 a second). */
 const REPLAY_EVENTS = 64;
 /** Tells EventSource to reconnect after 1 s when a stream ends (a drain, a dropped client). */
 const RETRY_MS = 1000;
