@@ -82,7 +82,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   saleRoutes(app, { ids, sales });
   healthRoutes(app, { db, redis, inFlight, timeoutMs: config.DEPENDENCY_TIMEOUT_MS });
   metricsRoutes(app, metrics);
-  eventRoutes(app, { ...infra, sales });
+  eventRoutes(app, { ...infra, sales, room: queue });
   await webRoutes(app);
 
   await app.after();

@@ -69,6 +69,8 @@ describe('GET /sales/active/events', () => {
     await buy('ev-a', 4);
     const sold = await stream.next((e) => e.event === 'sold');
     assert.deepEqual(sold.data, { sale_id: sale, items_sold: 2, items_remaining: 18, sold: [4], unsold: [] });
+    // The waiting room is off: no `queue` events.
+    assert.equal(stream.events.filter((e) => e.event === 'queue').length, 0);
   });
 
   it('with the Last-Event-ID of this instance resumes with the events missed, and with an unknown one gets a snapshot', async () => {
@@ -191,5 +193,58 @@ describe('GET /sales/active/events, to a client that stops reading', () => {
     assert.equal(await metric(app, 'sse_clients'), 1);
     assert.ok(reader.events.filter((e) => e.event === 'sale').length > 1);
     reader.close();
+  });
+});
+
+describe('GET /sales/active/events with the waiting room on', () => {
+  let env: TestEnv;
+  let app: App;
+  let stream: SseClient | undefined;
+
+  before(async () => {
+    env = await testEnv({ SALE_ITEMS: '20', ADMIT_PER_SEC: '2', STREAM_INTERVAL_MS: '250' });
+    app = await env.app({
+      env: { WAITING_ROOM: 'on', WAITING_ROOM_SECRET: 'a-secret-of-at-least-32-bytes-000', PREQUEUE_SECONDS: '0' },
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  after(async () => {
+    stream?.close();
+    await env.close();
+  });
+
+  it('tells every watcher the room as it moves in `queue` events: who is served, how many wait, the rate, sold out', async () => {
+    const port = (app.server.address() as { port: number }).port;
+    const sale = json<{ id: string }>(await app.inject('/sales/active')).id;
+    stream = await openStream(port);
+    const first = await stream.next((e) => e.event === 'queue');
+    assert.deepEqual(first.data, { sale_id: sale, now_serving: 0, waiting: 0, admit_per_sec: 2, sold_out: false });
+    // A new watcher gets the room's state right after its snapshot, before anything moves.
+    const late = await openStream(port);
+    try {
+      await late.next((e) => e.event === 'queue');
+      assert.deepEqual(
+        late.events.map((e) => e.event),
+        ['sale', 'queue'],
+      );
+    } finally {
+      late.close();
+    }
+
+    for (const user of ['rq-1', 'rq-2', 'rq-3']) {
+      const res = await app.inject({ method: 'POST', url: `/queue/join?user_id=${user}` });
+      assert.equal(res.statusCode, 200, res.body);
+    }
+    // Admitted at 2 a second: the three are served within a few seconds, each step told as it happens.
+    const served = await stream.next((e) => e.event === 'queue' && e.data.now_serving === 3, 10_000);
+    assert.deepEqual(served.data, { sale_id: sale, now_serving: 3, waiting: 0, admit_per_sec: 2, sold_out: false });
+    const moves = stream.events.filter((e) => e.event === 'queue');
+    assert.ok(
+      moves.some((e) => (e.data.waiting as number) > 0),
+      JSON.stringify(moves),
+    );
+    // One event per change, not one per round.
+    const states = moves.map((e) => JSON.stringify(e.data));
+    assert.equal(new Set(states).size, states.length, JSON.stringify(states));
   });
 });

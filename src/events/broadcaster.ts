@@ -9,7 +9,8 @@
  * Events (each frame serialised once): `sale` (a full snapshot: the sale and a
  * bitmap of its sold items), `sold` (the counts and the item indices sold, or
  * given back, since the last event), `sold_out`, `rotated` (the next sale
- * opened; a snapshot of it). A client reading too slowly is dropped once
+ * opened; a snapshot of it), and with the waiting room on `queue` (its state:
+ * who is being served, how many wait). A client reading too slowly is dropped once
  * STREAM_CLIENT_BUFFER bytes wait for it, never buffered without limit.
  */
 import type { ServerResponse } from 'node:http';
@@ -18,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
 import { randomHex } from '../random.js';
+import type { RoomState } from '../queue/room.js';
 import type { Sales } from '../sale/sales.js';
 
 /** Bytes that may wait in Node for one client (the kernel's socket buffer comes first) before it is dropped. */
@@ -29,7 +31,15 @@ const REPLAY_EVENTS = 64;
 /** Tells EventSource to reconnect after 1 s when a stream ends (a drain, a dropped client). */
 const RETRY_MS = 1000;
 
-type Deps = Pick<Infra, 'config' | 'clock' | 'redis' | 'metrics' | 'log' | 'ids'> & { sales: Sales };
+/** The waiting room, when it is on: its state, known without I/O (queue/room.ts). */
+export interface Room {
+  state(): RoomState;
+}
+
+type Deps = Pick<Infra, 'config' | 'clock' | 'redis' | 'metrics' | 'log' | 'ids'> & {
+  sales: Sales;
+  room: Room | undefined;
+};
 
 interface SaleState {
   id: string;
@@ -50,7 +60,7 @@ interface Client {
 }
 
 export function createBroadcaster(deps: Deps) {
-  const { config, clock, redis, metrics, log, ids, sales } = deps;
+  const { config, clock, redis, metrics, log, ids, sales, room } = deps;
   // Event ids are "<token>-<seq>": a Last-Event-ID from another instance, or
   // from before a restart, names another token and gets a snapshot.
   const token = randomHex(4);
@@ -60,6 +70,8 @@ export function createBroadcaster(deps: Deps) {
   let sale: SaleState | undefined;
   let timer: NodeJS.Timeout | undefined;
   let lastHeartbeat = Date.now();
+  /** The room's last `queue` event (its state and frame), repeated to each new stream after its snapshot. */
+  let roomSent: { key: string; frame: Buffer } | undefined;
   let closing = false;
 
   const frame = (event: string, data: unknown, id = `${token}-${seq}`) =>
@@ -102,8 +114,8 @@ export function createBroadcaster(deps: Deps) {
     else client.res.end();
   }
 
-  /** Sends one event to every up-to-date client and keeps it for resumes. */
-  function broadcast(event: string, data: unknown) {
+  /** Sends one event to every up-to-date client and keeps it for resumes; returns its frame. */
+  function broadcast(event: string, data: unknown): Buffer {
     seq++;
     const bytes = frame(event, data);
     backlog.push({ seq, frame: bytes });
@@ -111,6 +123,14 @@ export function createBroadcaster(deps: Deps) {
     let sent = 0;
     for (const client of clients) if (!client.pending && write(client, bytes)) sent++;
     metrics.sseEventsSent.inc({ event }, sent);
+    return bytes;
+  }
+
+  /** With the waiting room on: a `queue` event whenever its state moved since the last one. */
+  function tellRoom(r: Room) {
+    const state = r.state();
+    const key = JSON.stringify(state);
+    if (key !== roomSent?.key) roomSent = { key, frame: broadcast('queue', state) };
   }
 
   async function load(): Promise<SaleState> {
@@ -142,6 +162,7 @@ export function createBroadcaster(deps: Deps) {
       if (sale) broadcast('rotated', snapshot(next));
       sale = next;
     }
+    if (room) tellRoom(room);
     const sold = await readSold(sale);
     if (!sold) return; // not loaded in Redis yet (a new sale, a Redis restart): the scheduler loads it
     if (!sale.known) {
@@ -168,6 +189,7 @@ export function createBroadcaster(deps: Deps) {
       for (const client of fresh) {
         client.pending = false;
         if (write(client, bytes)) metrics.sseEventsSent.inc({ event: 'sale' });
+        if (roomSent && write(client, roomSent.frame)) metrics.sseEventsSent.inc({ event: 'queue' });
       }
     }
     if (Date.now() - lastHeartbeat >= config.STREAM_HEARTBEAT_MS) {

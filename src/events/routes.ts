@@ -12,7 +12,7 @@ import { AppError } from '../errors.js';
 import { responses } from '../http/schemas.js';
 import type { Infra } from '../infra.js';
 import type { Sales } from '../sale/sales.js';
-import { createBroadcaster, type Broadcaster } from './broadcaster.js';
+import { createBroadcaster, type Broadcaster, type Room } from './broadcaster.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,7 +21,7 @@ declare module 'fastify' {
   }
 }
 
-export function eventRoutes(app: FastifyInstance, deps: Infra & { sales: Sales }) {
+export function eventRoutes(app: FastifyInstance, deps: Infra & { sales: Sales; room: Room | undefined }) {
   const broadcaster = createBroadcaster(deps);
   app.decorate('broadcaster', broadcaster);
   deps.metrics.produce(['sse_clients'], ([g]) => g.set(broadcaster.size()));

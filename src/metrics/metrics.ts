@@ -309,7 +309,7 @@ export function createMetrics() {
     [],
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
   );
-  for (const event of ['sale', 'sold', 'sold_out', 'rotated', 'closing']) sseEventsSent.inc({ event }, 0);
+  for (const event of ['sale', 'sold', 'sold_out', 'rotated', 'queue', 'closing']) sseEventsSent.inc({ event }, 0);
   for (const reason of ['slow_client', 'shutdown']) sseClientsDropped.inc({ reason }, 0);
   // --- The waiting room (src/queue, docs/waiting-room.md). Counters stay 0
   // and gauges 0 while it is off. Its state gauges are computed on scrape from

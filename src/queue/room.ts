@@ -48,6 +48,14 @@ function drawKey(): number {
   return b.readUIntBE(0, 6);
 }
 
+export interface RoomState {
+  sale_id: string;
+  now_serving: number;
+  waiting: number;
+  admit_per_sec: number;
+  sold_out: boolean;
+}
+
 export interface Standing {
   position: number;
   admitted: boolean;
@@ -164,6 +172,24 @@ export function createQueue(deps: QueueDeps) {
       } catch (err) {
         refused('join', err);
       }
+    },
+
+    /**
+     * The room as the live event stream tells it (no I/O): the sale people
+     * wait for, how many of them it has admitted, how many wait (or joined
+     * its pre-queue), the admission rate and whether it sold out.
+     */
+    state(): RoomState {
+      const { current, upcoming } = admission.salesAt(clock.now());
+      const sale = upcoming ?? current;
+      const c = admission.counters(sale.id) ?? emptyCounters;
+      return {
+        sale_id: sale.id,
+        now_serving: c.admitted,
+        waiting: c.started ? waitingIn(c) : c.preJoined,
+        admit_per_sec: c.rate || config.ADMIT_PER_SEC,
+        sold_out: soldOut(c),
+      };
     },
 
     /** GET /queue/status: no I/O at all. */
