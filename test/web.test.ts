@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page, type Response } from 'playwright-core';
 
 import type { App } from '../src/app.js';
 import { jwtEnv, newKey, sign } from './idp.js';
@@ -308,6 +308,42 @@ describe('GET / with the waiting room on (WAITING_ROOM=on)', () => {
       purchases.map((h) => Boolean(h['x-queue-ticket'])),
       [true],
     );
+    assert.deepEqual(problems, []);
+  });
+
+  it('a shopper far back is told to poll much later, and moves on as soon as the event stream shows the room reached them', async () => {
+    await Promise.all(
+      Array.from({ length: 40 }, async (_, i) => {
+        const res = await app.inject({ method: 'POST', url: `/queue/join?user_id=crowd-${i}` });
+        assert.equal(res.statusCode, 200, res.body);
+      }),
+    );
+    const page = await openPage(browser, base, problems, /status of 403/);
+    const retryAfter: number[] = [];
+    const polled = (r: Response) => new URL(r.url()).pathname === '/queue/status';
+    page.on('response', (r) => {
+      if (polled(r)) retryAfter.push(Number(r.headers()['retry-after']));
+    });
+    await page.fill('#user-id', 'hugo');
+    await page.press('#user-id', 'Tab');
+    await page.waitForSelector('#grid button[data-index="7"]');
+    await page.click('#grid button[data-index="7"]');
+    // The page's first poll (a second after it joined) is told to come back much later.
+    await page.waitForResponse(polled);
+    const told = retryAfter[0]!;
+    assert.ok(told >= 8, `Retry-After ${told}`);
+
+    // 40 ahead at 1 a second: admitted within 42 s of the room's clock, moved in 250 ms steps.
+    const ticket = await page.evaluate(() => sessionStorage.getItem('flashsale:ticket:hugo'));
+    const admitted = async () =>
+      json<{ admitted: boolean }>(await app.inject(`/queue/status?ticket=${encodeURIComponent(ticket!)}`)).admitted;
+    while (!(await admitted())) {
+      clock.advance(250);
+      await app.deps.queue!.admission.tick();
+    }
+    const at = Date.now();
+    await page.locator('#checkout').waitFor({ state: 'visible', timeout: (told - 2) * 1000 });
+    assert.ok(Date.now() - at < 3000, `moved on ${Date.now() - at} ms after admission, told ${told} s`);
     assert.deepEqual(problems, []);
   });
 });

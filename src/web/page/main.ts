@@ -7,7 +7,7 @@
  */
 import { api, ApiError, credentials, type Item, type Purchase } from './api.js';
 import { createGrid } from './grid.js';
-import { useTicketOf, withTurn, type Waiting } from './queue.js';
+import { roomChanged, useTicketOf, withTurn, type Waiting } from './queue.js';
 import { signedIn } from './signin.js';
 import { decodeBitmap, watch, type SaleSnapshot } from './stream.js';
 
@@ -177,6 +177,7 @@ function start() {
       markSold(d.unsold, false);
     },
     soldOut: () => say(`Sold out! The next sale opens at ${sale ? timeOf(sale.next_starts_at) : 'soon'}.`),
+    room: roomChanged,
     status: (text) => ($('live').textContent = text),
   });
 }

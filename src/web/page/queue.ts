@@ -5,10 +5,13 @@
  * NOT_ADMITTED or TICKET_INVALID is what says it is on. The page then joins,
  * shows the position and expected wait, polls when each answer's Retry-After
  * says, and carries on by itself once admitted, or stops at sold out. The
- * ticket is kept in sessionStorage (per user: this tab's visit) and sent as
- * X-Queue-Ticket.
+ * event stream's `queue` events (the room's state) cut a wait short: when the
+ * room has served up to the person's place, or sold out, the next poll goes
+ * at once (never sooner than MIN_POLL_S after the last). The ticket is kept
+ * in sessionStorage (per user: this tab's visit) and sent as X-Queue-Ticket.
  */
 import { api, ApiError, credentials, HUMAN, type Answer, type OnWait, type Standing } from './api.js';
+import type { RoomState } from './stream.js';
 
 const keyOf = (user: string) => `flashsale:ticket:${user}`;
 const sleep = (seconds: number) => new Promise((r) => setTimeout(r, seconds * 1000));
@@ -23,6 +26,35 @@ function keep(user: string, ticket: string | undefined) {
   if (ticket) sessionStorage.setItem(keyOf(user), ticket);
   else sessionStorage.removeItem(keyOf(user));
   credentials.ticket = ticket;
+}
+
+/** The room's latest state from the event stream, and the naps it may cut short. */
+let room: RoomState | undefined;
+const napping = new Set<() => void>();
+export function roomChanged(state: RoomState) {
+  room = state;
+  for (const check of napping) check();
+}
+
+/**
+ * Sleeps until the next poll: `seconds`, or from MIN_POLL_S on as soon as the
+ * stream says the room has served `place` (the number it serves then) or sold out.
+ */
+async function nap(seconds: number, place: number) {
+  await sleep(MIN_POLL_S);
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      napping.delete(check);
+      resolve();
+    };
+    const check = () => {
+      if (room && (room.sold_out || room.now_serving >= place)) done();
+    };
+    const timer = setTimeout(done, Math.max(0, seconds - MIN_POLL_S) * 1000);
+    napping.add(check);
+    check();
+  });
 }
 
 export interface Waiting {
@@ -42,7 +74,9 @@ async function waitTurn(user: string, w: Waiting): Promise<void> {
     if (s.sold_out) throw new ApiError('SOLD_OUT', HUMAN.SOLD_OUT!);
     if (s.admitted) return;
     w.standing(s);
-    await sleep(Math.max(MIN_POLL_S, answer.retryAfter ?? MIN_POLL_S));
+    // The number the room serves when this place's turn comes (as far as the stream's last state tells).
+    const place = room ? room.now_serving + s.position : Infinity;
+    await nap(Math.max(MIN_POLL_S, answer.retryAfter ?? MIN_POLL_S), place);
     answer = (await poll(user, s.ticket, w)) ?? (await api.join(user, w.onWait));
   }
 }

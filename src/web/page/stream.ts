@@ -22,10 +22,20 @@ export interface SoldDelta {
   unsold: number[];
 }
 
+/** The waiting room's state (with the room on), for the sale people wait for. */
+export interface RoomState {
+  sale_id: string;
+  now_serving: number;
+  waiting: number;
+  admit_per_sec: number;
+  sold_out: boolean;
+}
+
 export interface Handlers {
   snapshot(s: SaleSnapshot, rotated: boolean): void;
   sold(d: SoldDelta): void;
   soldOut(): void;
+  room(r: RoomState): void;
   status(text: string): void;
 }
 
@@ -39,6 +49,7 @@ export function watch(h: Handlers) {
   source.addEventListener('rotated', (e) => h.snapshot(data(e), true));
   source.addEventListener('sold', (e) => h.sold(data(e)));
   source.addEventListener('sold_out', () => h.soldOut());
+  source.addEventListener('queue', (e) => h.room(data(e)));
   source.addEventListener('error', () => {
     if (source.readyState !== EventSource.CLOSED) return h.status('reconnecting…');
     h.status('offline, retrying…');
