@@ -1,7 +1,7 @@
 /**
  * npm run bench [-- --duration 15 --connections 64 --workers 2 --rounds 3 --no-write]
  * npm run bench -- --pinned [--duration 10 --rounds 3 --only <load> --no-write]: CPU per request, see pinned.ts.
- * npm run bench -- --streams [--watchers 5000]: the live event streams (streams.ts)
+ * npm run bench -- --streams [--watchers 5000 --rounds 3]: the live event streams (streams.ts)
  * npm run bench -- --retention [--rows 500000 --duration 10 --rounds 3 --rate 1000 --connections 16]: checkout p99
  *   while a retention pass retires a big partition, against windows without (retention.ts)
  * The same command every time: for each load, a fresh database and a fresh
@@ -144,6 +144,7 @@ if (values.streams) {
     seconds,
     connections,
     watchers: Number(values.watchers),
+    rounds: Number(values.rounds ?? 3),
     write: !values['no-write'],
     log,
   });
