@@ -35,21 +35,18 @@ const noPartition = (err: unknown) => {
 };
 
 export function attemptsTable(db: Db, timeoutMs: number, partitions: Pick<Partitions, 'ensure'>) {
+  // The batch goes as one JSON parameter, the rows as they are: JSON.stringify
+  // is native, where pg escapes every element of six array parameters in
+  // JavaScript (docs/ARCHITECTURE.md, decision table).
   const write = (rows: AttemptRow[]) =>
     db.query(
       'insert',
       'checkout_attempts',
       `INSERT INTO checkout_attempts (sale_id, item_id, user_id, outcome, code, attempted_at)
-       SELECT s, i, u, o, c, to_timestamp(t / 1000.0)
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[]) AS x(s, i, u, o, c, t)`,
-      [
-        rows.map((r) => r.saleId),
-        rows.map((r) => r.itemId),
-        rows.map((r) => r.userId),
-        rows.map((r) => r.outcome),
-        rows.map((r) => r.code),
-        rows.map((r) => r.at),
-      ],
+       SELECT "saleId", "itemId", "userId", outcome, code, to_timestamp(at / 1000.0)
+       FROM json_to_recordset($1::json)
+         AS x("saleId" text, "itemId" text, "userId" text, outcome text, code text, at float8)`,
+      [JSON.stringify(rows)],
     );
   const inserts = createBatcher<AttemptRow, undefined>(
     async (rows) => {

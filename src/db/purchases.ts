@@ -41,18 +41,13 @@ export function purchasesTable(db: Db, timeoutMs: number) {
       const { rows: inserted } = await db.query<{ code: string }>(
         'insert',
         'purchases',
+        // One JSON parameter, as for attempts (db/attempts.ts).
         `INSERT INTO purchases (sale_id, item_id, user_id, slot, code, purchased_at)
-         SELECT s, i, u, sl, c, to_timestamp(t / 1000.0)
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::float8[]) AS x(s, i, u, sl, c, t)
+         SELECT "saleId", "itemId", "userId", slot, code, to_timestamp(at / 1000.0)
+         FROM json_to_recordset($1::json)
+           AS x("saleId" text, "itemId" text, "userId" text, slot int, code text, at float8)
          ON CONFLICT DO NOTHING RETURNING code`,
-        [
-          rows.map((r) => r.saleId),
-          rows.map((r) => r.itemId),
-          rows.map((r) => r.userId),
-          rows.map((r) => r.slot),
-          rows.map((r) => r.code),
-          rows.map((r) => r.at),
-        ],
+        [JSON.stringify(rows)],
       );
       const done = new Set(inserted.map((r) => r.code));
       return rows.map((r) => done.has(r.code));
