@@ -8,7 +8,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { AppError } from '../errors.js';
-import { CHECKOUT_FAILURE_REASONS, PURCHASE_FAILURE_REASONS, children, type Metrics } from '../metrics/metrics.js';
+import {
+  CHECKOUT_FAILURE_REASONS,
+  PURCHASE_FAILURE_REASONS,
+  children,
+  tallies,
+  type Metrics,
+} from '../metrics/metrics.js';
 import { sendError } from './errors.js';
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
@@ -41,9 +47,9 @@ export function createRequestAccounting(metrics: Metrics, maxInFlight: number) {
   let inFlight = 0;
   metrics.produce(['http_requests_in_flight'], ([g]) => g.set(inFlight));
   const duration = children(metrics.httpRequestDuration);
-  const total = children(metrics.httpRequestsTotal);
-  const checkoutFailure = children(metrics.checkoutFailure);
-  const purchaseFailure = children(metrics.purchaseFailure);
+  const total = tallies(metrics.httpRequestsTotal);
+  const checkoutFailure = tallies(metrics.checkoutFailure);
+  const purchaseFailure = tallies(metrics.purchaseFailure);
   const routes = new Map<string, ReturnType<typeof route>>();
 
   // Business counters: every request that reached checkout or purchase is an

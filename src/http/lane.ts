@@ -21,7 +21,7 @@ import proxyAddr from '@fastify/proxy-addr';
 import type { Logger } from 'pino';
 
 import { AppError } from '../errors.js';
-import type { Metrics } from '../metrics/metrics.js';
+import { tallies, type Metrics } from '../metrics/metrics.js';
 import { errorPayload } from './errors.js';
 import { overloaded, type RequestAccounting } from './instrument.js';
 
@@ -55,7 +55,7 @@ export function createLane(deps: {
 }) {
   const { requests, metrics, log } = deps;
   type Added = LaneRoute & {
-    served: ReturnType<Metrics['hotLaneRequests']['labels']>;
+    served: { inc(): void };
     count: ReturnType<RequestAccounting['route']>;
   };
   const routes = new Map<string, Added>();
@@ -123,7 +123,7 @@ export function createLane(deps: {
   return {
     /** Adds a route to the lane (the Fastify route of the same method and path must exist: it takes the rest). */
     add(path: string, route: LaneRoute) {
-      const served = metrics.hotLaneRequests.labels(route.name);
+      const served = tallies(metrics.hotLaneRequests)(route.name);
       routes.set(`${route.method} ${path}`, { ...route, served, count: requests.route(route.name, route.method) });
     },
     /** Answers the request if it is one for the lane (true), else leaves it alone (false). */

@@ -111,6 +111,44 @@ export function children<C>(metric: { labels(...values: string[]): C }): (...val
   };
 }
 
+/** One labelled child's increments, kept as a plain number until its counter is read. */
+class Tally {
+  n = 0;
+  inc() {
+    this.n++;
+  }
+}
+/** Per counter of the registry: what adds its tallies to it (run by its `collect` hook). */
+const flushes = new WeakMap<object, (() => void)[]>();
+
+/**
+ * A counter's children for the hot paths, as `children()`, but `inc()` adds to
+ * a plain number and the counter takes the sums when it is read (a scrape, or
+ * `get()`), from its `collect` hook: prom-client hashes the labels of every
+ * increment, bound child or not, so a request's three or four counters cost
+ * more than the number they add.
+ */
+export function tallies(counter: { labels(...values: string[]): { inc(n: number): void } }) {
+  const flush = flushes.get(counter);
+  if (!flush) throw new Error('tallies() needs a counter made by createMetrics');
+  const cache = new Map<string, Tally>();
+  return (...values: string[]): Tally => {
+    const key = values.join('\u0000');
+    let tally = cache.get(key);
+    if (!tally) {
+      const child = counter.labels(...values);
+      const made = (tally = new Tally());
+      flush.push(() => {
+        if (made.n === 0) return;
+        child.inc(made.n);
+        made.n = 0;
+      });
+      cache.set(key, tally);
+    }
+    return tally;
+  };
+}
+
 /**
  * Gauges that describe another module's state, computed on scrape. This
  * module declares them (names and help in one place); each owner registers
@@ -177,8 +215,20 @@ export function createMetrics() {
     }
   }
 
-  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
-    new Counter<L>({ name, help, labelNames, registers: [registry] });
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) => {
+    const adds: (() => void)[] = [];
+    const made = new Counter<L>({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        for (const add of adds) add(); // the tallies of the hot paths (tallies())
+      },
+    });
+    flushes.set(made, adds);
+    return made;
+  };
   const histogram = <L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
     new Histogram<L>({ name, help, labelNames, buckets, registers: [registry] });
   const gauge = (name: string, help: string, collect: (g: client.Gauge) => void | Promise<void>) =>
