@@ -14,8 +14,12 @@ import { startBalanced, type Balanced } from './balancer.js';
 import { testEnv, type TestEnv } from './helpers.js';
 import { waitFor } from './process.js';
 
-const ITEMS = 120;
-const USER_LIMIT = 3;
+// Headroom: 40 buyers can buy 400 items, so the sale has items left for the
+// purchases each test waits for after its kill or drain, however many went
+// before (with 120 items and a limit of 3, a fast run could buy all but a few
+// before the balancer had taken the killed instance out).
+const ITEMS = 300;
+const USER_LIMIT = 10;
 
 describe('three instances behind HAProxy', () => {
   const envs: TestEnv[] = [];
