@@ -131,22 +131,19 @@ const flushes = new WeakMap<object, (() => void)[]>();
 export function tallies(counter: { labels(...values: string[]): { inc(n: number): void } }) {
   const flush = flushes.get(counter);
   if (!flush) throw new Error('tallies() needs a counter made by createMetrics');
-  const cache = new Map<string, Tally>();
-  return (...values: string[]): Tally => {
-    const key = values.join('\u0000');
-    let tally = cache.get(key);
-    if (!tally) {
+  // One tally per label set, made and cached as children() caches prom-client's children.
+  return children({
+    labels(...values: string[]) {
       const child = counter.labels(...values);
-      const made = (tally = new Tally());
+      const tally = new Tally();
       flush.push(() => {
-        if (made.n === 0) return;
-        child.inc(made.n);
-        made.n = 0;
+        if (tally.n === 0) return;
+        child.inc(tally.n);
+        tally.n = 0;
       });
-      cache.set(key, tally);
-    }
-    return tally;
-  };
+      return tally;
+    },
+  });
 }
 
 /**

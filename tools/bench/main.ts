@@ -11,12 +11,13 @@
  * pair of 15-second loads can land in a slow spell. Results go into
  * docs/PERFORMANCE.md.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { cpuSeconds, family, latencyBuckets, metricSum, peakRssMb, quantile, wrk, type WrkResult } from './measure.js';
+import { writeResults } from './results.js';
 import { pinnedBench } from './pinned.js';
 import { jwtLoad, verificationShares } from './auth.js';
 import { instrumentationShare } from './profile.js';
@@ -237,9 +238,6 @@ lines.push(
 );
 for (const line of lines) log(line);
 if (!values['no-write']) {
-  const file = `${root}docs/PERFORMANCE.md`;
-  const marker = '<!-- results: written by npm run bench -->';
-  const doc = readFileSync(file, 'utf8');
-  writeFileSync(file, `${doc.slice(0, doc.indexOf(marker) + marker.length)}\n\n${lines.join('\n')}\n`);
+  writeResults(root, lines, '<!-- results: written by npm run bench -->');
   log('written to docs/PERFORMANCE.md');
 }

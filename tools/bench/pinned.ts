@@ -10,11 +10,12 @@
  * stampede runs under `--cpu-prof`, summarised by module (profile.ts).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { usage, usageSince, wrk, type Usage, type WrkResult } from './measure.js';
+import { writeResults } from './results.js';
 import { instrumentationShare, moduleBreakdown, MODULES } from './profile.js';
 import { machine, root, startHello, startService } from './service.js';
 
@@ -263,13 +264,11 @@ export async function pinnedBench(o: {
   ];
   for (const line of lines) log(line);
   if (o.write) {
-    const file = `${root}docs/PERFORMANCE.md`;
-    const begin = '<!-- pinned results: written by npm run bench -- --pinned -->';
-    const end = '<!-- end of pinned results -->';
-    const doc = readFileSync(file, 'utf8');
-    writeFileSync(
-      file,
-      `${doc.slice(0, doc.indexOf(begin) + begin.length)}\n\n${lines.join('\n')}\n\n${doc.slice(doc.indexOf(end))}`,
+    writeResults(
+      root,
+      lines,
+      '<!-- pinned results: written by npm run bench -- --pinned -->',
+      '<!-- end of pinned results -->',
     );
     log('written to docs/PERFORMANCE.md');
   }

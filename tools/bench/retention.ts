@@ -14,7 +14,7 @@
  * window, and the load average is noted: the 2 cores are shared with other
  * engineers. Results go into docs/PERFORMANCE.md.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +23,7 @@ import pg from 'pg';
 
 import { createIds } from '../../src/sale/ids.js';
 import { bucketsOf, cpuSeconds, quantile, wrk, wrkAsync, type WrkResult } from './measure.js';
+import { writeResults } from './results.js';
 import { machine, sleep, startService } from './service.js';
 
 const DAY = 86_400_000;
@@ -265,13 +266,12 @@ function report(r: {
   ];
   for (const line of lines) r.log(line);
   if (r.write) {
-    const file = `${r.root}docs/PERFORMANCE.md`;
-    const marker = '<!-- retention results: written by npm run bench -- --retention -->';
-    const doc = readFileSync(file, 'utf8');
-    const start = doc.indexOf(marker);
-    const end = doc.indexOf('<!-- end of retention results -->');
-    if (start < 0 || end < 0) throw new Error('docs/PERFORMANCE.md has no retention results section');
-    writeFileSync(file, `${doc.slice(0, start + marker.length)}\n\n${lines.join('\n')}\n\n${doc.slice(end)}`);
+    writeResults(
+      r.root,
+      lines,
+      '<!-- retention results: written by npm run bench -- --retention -->',
+      '<!-- end of retention results -->',
+    );
     r.log('written to docs/PERFORMANCE.md');
   }
 }

@@ -8,9 +8,10 @@
  * rate without, measured in the same run. Results go into docs/PERFORMANCE.md.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 import { cpuSeconds, wrk, type WrkResult } from './measure.js';
+import { writeResults } from './results.js';
 import { sleep, startService } from './service.js';
 
 /** The stampede picks items below this index; the watchers' probes buy the ones above. */
@@ -122,13 +123,12 @@ export async function streamsBench(opts: {
   ];
   for (const line of lines) log(line);
   if (opts.write) {
-    const file = `${opts.root}docs/PERFORMANCE.md`;
-    const marker = '<!-- stream results: written by npm run bench -- --streams -->';
-    const doc = readFileSync(file, 'utf8');
-    const start = doc.indexOf(marker);
-    const end = doc.indexOf('<!-- end of stream results -->');
-    if (start < 0 || end < 0) throw new Error('docs/PERFORMANCE.md has no stream results section');
-    writeFileSync(file, `${doc.slice(0, start + marker.length)}\n\n${lines.join('\n')}\n\n${doc.slice(end)}`);
+    writeResults(
+      opts.root,
+      lines,
+      '<!-- stream results: written by npm run bench -- --streams -->',
+      '<!-- end of stream results -->',
+    );
     log('written to docs/PERFORMANCE.md');
   }
 }
