@@ -39,6 +39,7 @@ describe('the HTTP API (PRODUCT.md §2)', () => {
 
   before(async () => {
     env = await testEnv({
+      SALE_DURATION: '3600', // the tests move the clock an hour on to end the sale
       SALE_ITEMS: '200',
       USER_LIMIT: '2',
       RATE_LIMIT_USER_PER_SEC: '1',
@@ -397,6 +398,7 @@ describe('every error code of the catalogue (src/errors.ts), each answered to a 
 
   before(async () => {
     env = await testEnv({
+      SALE_DURATION: '3600', // the tests move the clock an hour on to end the sale
       SALE_ITEMS: '50',
       USER_LIMIT: '1',
       RATE_LIMIT_USER_PER_SEC: '1',

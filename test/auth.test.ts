@@ -47,7 +47,7 @@ describe('POST /checkout and POST /purchase with AUTH=jwt', () => {
   before(async () => {
     k1 = await newKey('k1');
     idp = await identityProvider([k1]);
-    env = await testEnv({ ...jwtEnv(idp), AUTH_JWKS_COOLDOWN_MS: '0' });
+    env = await testEnv({ ...jwtEnv(idp), AUTH_JWKS_COOLDOWN_MS: '0', SALE_DURATION: '3600' });
     app = await env.app();
     sale = json<{ id: string }>(await app.inject('/sales/active')).id;
   });

@@ -105,7 +105,7 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
   const item = (i: number) => itemId(sale, i);
 
   before(async () => {
-    env = await testEnv({ USER_LIMIT: '1' });
+    env = await testEnv({ USER_LIMIT: '1', SALE_DURATION: '3600' });
     app = await env.app();
     sale = json<{ id: string }>(await app.inject('/sales/active')).id;
   });

@@ -123,7 +123,7 @@ describe('waiting room admission', () => {
   });
 
   it('the pre-queue is admitted in a uniformly shuffled order at the start, then later joins first come first served', async () => {
-    const env = await newEnv({ SALE_ITEMS: '1000' });
+    const env = await newEnv({ SALE_ITEMS: '1000', SALE_DURATION: String(HOUR / 1000) });
     const start = thisHour() + HOUR;
     const clock = manualClock(start - 30_000);
     const app = await env.app({ clock, env: room({ ADMIT_PER_SEC: '20', PREQUEUE_SECONDS: '60' }) });

@@ -101,7 +101,7 @@ describe('POST /queue/join and GET /queue/status', () => {
   let start: number;
 
   before(async () => {
-    env = await testEnv({ SALE_ITEMS: '50', ADMIT_PER_SEC: '4', ADMISSION_TTL: '60' });
+    env = await testEnv({ SALE_ITEMS: '50', ADMIT_PER_SEC: '4', ADMISSION_TTL: '60', SALE_DURATION: '3600' });
     start = Math.floor(Date.now() / 3_600_000) * 3_600_000;
     clock = manualClock(start + 1000);
     app = await env.app({ clock, env: room() });

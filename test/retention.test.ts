@@ -172,7 +172,7 @@ describe('retention (ATTEMPTS_RETENTION), archives and npm run restore-archive',
   let dir: string;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fs-archive-'));
-    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50' });
+    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', SALE_DURATION: '3600' });
   });
   after(async () => {
     await env.close();
@@ -259,7 +259,7 @@ describe('retention, when a detach is held up past its lock timeout (DETACH … 
   let dir: string;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fs-pending-'));
-    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', ARCHIVE_DIR: dir });
+    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', ARCHIVE_DIR: dir, SALE_DURATION: '3600' });
   });
   after(async () => {
     await env.close();
