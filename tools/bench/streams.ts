@@ -10,7 +10,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-import { cpuSeconds, wrk, type WrkResult } from './measure.js';
+import { cpuSeconds, usage, usageSince, wrk, type WrkResult } from './measure.js';
 import { writeResults } from './results.js';
 import { sleep, startService } from './service.js';
 
@@ -26,6 +26,15 @@ interface Latency {
   ended: number;
 }
 
+/** Seconds of probes alone, before the stampede: what one event written to one stream costs the service. */
+const IDLE_SECONDS = 5;
+
+/** Events the service has written to streams so far (sse_events_sent_total, every event kind). */
+async function eventsSent(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return [...text.matchAll(/^sse_events_sent_total\{[^}]*\} (\S+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+}
+
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 
 /** One stampede against a fresh service, with `watchers` streams open throughout (0: none). */
@@ -36,6 +45,7 @@ async function run(opts: { root: string; seconds: number; connections: number; w
   try {
     const rssBefore = rssKb(service.pid);
     let perStreamKb = NaN;
+    let perWrite: { user: number; system: number } | undefined;
     if (opts.watchers > 0) {
       watchers = fork(
         `${opts.root}dist/tools/bench/watchers.js`,
@@ -46,6 +56,12 @@ async function run(opts: { root: string; seconds: number; connections: number; w
       await sleep(1000); // let the service's heap settle after the burst of connections
       perStreamKb = (rssKb(service.pid) - rssBefore) / opts.watchers;
       watchers.send('probe');
+      // The probes alone: every event the service writes now is a stream's, with nothing else to pay for.
+      const [before, sentBefore] = [usage(service.pid), await eventsSent(base)];
+      await sleep(IDLE_SECONDS * 1000);
+      const spent = usageSince(before, usage(service.pid));
+      const writes = (await eventsSent(base)) - sentBefore;
+      perWrite = { user: (spent.user * 1e6) / writes, system: (spent.system * 1e6) / writes };
     }
     const script = `${opts.root}tools/bench/stampede.lua`;
     // Where the 2 cores went: the service's share, and the watchers' own.
@@ -66,7 +82,7 @@ async function run(opts: { root: string; seconds: number; connections: number; w
       watchers.send('stop');
       latency = (await answer).result;
     }
-    return { result, perStreamKb, latency, cores };
+    return { result, perStreamKb, perWrite, latency, cores };
   } finally {
     watchers?.kill();
     await service.stop();
@@ -114,6 +130,8 @@ export async function streamsBench(opts: {
     `| stampede with ${watchers} streams open | ${f(watched.result.rps)} | ${f(watched.result.p50, 2)} / ${f(watched.result.p99, 2)} | ${f(watched.cores.service, 2)} | ${f(watched.cores.watchers, 2)} |`,
     '',
     `Events: a probe purchase every 200 ms (items the stampede never picks); ${l.received} of ${l.expected} (stream, probe) pairs arrived; ${l.ended} streams ended early.`,
+    '',
+    `One event written to one stream costs the service ${f(watched.perWrite!.user, 1)} µs of user and ${f(watched.perWrite!.system, 1)} µs of system CPU (the probes alone, for ${IDLE_SECONDS} s before the stampede).`,
     '',
     '| target | measured | |',
     '|---|---|---|',
