@@ -70,7 +70,9 @@ describe('npm run load (tools/load)', () => {
   let url: string;
   let dir: string;
   before(async () => {
-    env = await testEnv({ SALE_ITEMS: '200', USER_LIMIT: '3', RATE_LIMIT_IP_PER_SEC: '0', LOG_LEVEL: 'silent' });
+    // 2,000 items: on a fast host the first run below buys ~200 in its 2 s, and
+    // the second run on the same sale must still find items to buy.
+    env = await testEnv({ SALE_ITEMS: '2000', USER_LIMIT: '3', RATE_LIMIT_IP_PER_SEC: '0', LOG_LEVEL: 'silent' });
     const port = await freePort();
     svc = startService({ ...env.env, PORT: String(port) });
     await serviceReady(port);
