@@ -59,8 +59,8 @@ interface Client {
   /**
    * The stream's connection, written to directly once the headers are out: a
    * stream is unframed, so its bytes are the events, and the response's own
-   * write (a cork, and an uncork on the next tick, per call) cost about a
-   * third more per write.
+   * write (a cork, and an uncork on the next tick, per call) cost a quarter
+   * more user CPU per write (docs/PERFORMANCE.md, "Live event streams").
    */
   socket: Socket;
   /** Waiting for its first snapshot (sent after the next read). */

@@ -2,10 +2,11 @@
  * npm run bench -- --streams [--watchers 5000 --duration 15 --rounds 3]: the
  * stampede on one instance, alone and then with N live event streams open
  * (watchers.ts, in its own process), each against a fresh database and
- * service, alternating for a number of rounds. Prints the
- * event latency from a purchase to every stream (p50/p99), the service's
- * memory per stream, and the stampede's rate with watchers as a share of its
- * rate without, measured in the same run. Results go into docs/PERFORMANCE.md.
+ * service, alternating for a number of rounds. Prints the event latency
+ * from a purchase to every stream (p50/p99), the service's memory per stream
+ * and its CPU per event written to one stream, and the stampede's rate with
+ * watchers as a share of its rate without, measured in the same run. Results
+ * go into docs/PERFORMANCE.md.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
