@@ -38,6 +38,8 @@ function manualClock(at: number) {
   let now = at;
   return { now: () => now, set: (ms: number) => void (now = ms), advance: (ms: number) => void (now += ms) };
 }
+/** The product's hourly sale, as people see it (and the screenshot shows): the clock here is the tests' own. */
+const HOURLY = { SALE_DURATION: '3600' };
 const CONTEXT = { viewport: { width: 1100, height: 900 }, timezoneId: 'UTC', locale: 'en-GB' };
 
 /** The page's first render (the sale and its first page of items on screen), ms after navigation started. */
@@ -92,7 +94,7 @@ describe('GET / (the storefront)', () => {
   };
 
   before(async () => {
-    env = await testEnv({ SALE_ITEMS: '60', USER_LIMIT: '2' });
+    env = await testEnv({ ...HOURLY, SALE_ITEMS: '60', USER_LIMIT: '2' });
     app = await env.app({ clock });
     base = await app.listen({ port: 0, host: '127.0.0.1' });
     sale = json<{ id: string }>(await app.inject('/sales/active')).id;
@@ -248,6 +250,7 @@ describe('GET / with the waiting room on (WAITING_ROOM=on)', () => {
 
   before(async () => {
     env = await testEnv({
+      ...HOURLY,
       SALE_ITEMS: '60',
       WAITING_ROOM: 'on',
       WAITING_ROOM_SECRET: 'a-secret-of-at-least-32-bytes-000',
@@ -359,7 +362,7 @@ describe('GET / with AUTH=jwt', () => {
   before(async () => {
     key = await newKey('web');
     // 10,000 items: the size of a real sale, for the pager.
-    env = await testEnv({ SALE_ITEMS: '10000', ...jwtEnv(key) });
+    env = await testEnv({ ...HOURLY, SALE_ITEMS: '10000', ...jwtEnv(key) });
     app = await env.app();
     base = await app.listen({ port: 0, host: '127.0.0.1' });
     browser = await chromium.launch(CHROMIUM);
