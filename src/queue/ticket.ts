@@ -85,16 +85,14 @@ export function createTickets(options: { secret: string; previous: string; previ
     if (known) return { ticket: known };
     const dot = raw.indexOf('.');
     if (dot < 0) return 'malformed';
-    const payloadBytes = Buffer.from(raw.slice(0, dot), 'base64url');
-    const signature = Buffer.from(raw.slice(dot + 1), 'base64url');
+    const [payloadText, signatureText] = [raw.slice(0, dot), raw.slice(dot + 1)];
+    const payloadBytes = Buffer.from(payloadText, 'base64url');
+    const signature = Buffer.from(signatureText, 'base64url');
     if (signature.length !== 32) return 'malformed';
     // One spelling per ticket: a base64url text's last character can carry
     // bits that decoding drops, so an altered ticket could decode to the
     // signed bytes and pass for the one we issued.
-    if (
-      payloadBytes.toString('base64url') !== raw.slice(0, dot) ||
-      signature.toString('base64url') !== raw.slice(dot + 1)
-    ) {
+    if (payloadBytes.toString('base64url') !== payloadText || signature.toString('base64url') !== signatureText) {
       return 'malformed';
     }
     const payload = payloadBytes.toString();

@@ -11,7 +11,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-import { cpuSeconds, usage, usageSince, wrk, type WrkResult } from './measure.js';
+import { cpuSeconds, metricSum, usage, usageSince, wrk, type WrkResult } from './measure.js';
 import { writeResults } from './results.js';
 import { sleep, startService } from './service.js';
 
@@ -30,11 +30,8 @@ interface Latency {
 /** Seconds of probes alone, before the stampede: what one event written to one stream costs the service. */
 const IDLE_SECONDS = 5;
 
-/** Events the service has written to streams so far (sse_events_sent_total, every event kind). */
-async function eventsSent(base: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return [...text.matchAll(/^sse_events_sent_total\{[^}]*\} (\S+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
-}
+/** Events the service has written to streams so far, every kind. */
+const eventsSent = (base: string) => metricSum(base, 'sse_events_sent_total');
 
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 
