@@ -166,6 +166,24 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
     assert.ok(delta('db_query_duration_seconds_count{query_type="insert",table="purchases"}') >= 1);
   });
 
+  it('a purchase clicked 8 times at once runs the purchase script once: the other 7 wait for it here and replay', async () => {
+    const code = json<{ code: string }>(await post(`/checkout?user_id=clicks&id=${item(120)}`)).code;
+    const before = await scrape();
+    const answers = await Promise.all(Array.from({ length: 8 }, () => post(`/purchase?code=${code}`)));
+    const after = await scrape();
+    const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+    assert.deepEqual(
+      answers.map((r) => r.statusCode),
+      Array(8).fill(200),
+    );
+    assert.equal(new Set(answers.map((r) => r.body)).size, 1);
+    assert.equal(delta('purchase_success_total'), 1);
+    assert.equal(delta('purchase_replays_total'), 7);
+    assert.equal(delta('redis_command_duration_seconds_count{command="purchase"}'), 1);
+    assert.equal(delta('redis_lock_attempts_total{lock_type="purchase"}'), 1);
+    assert.equal(delta('redis_lock_failure_total{lock_type="purchase",reason="contended"}'), 0);
+  });
+
   it('exports every metric of the seed design with its type, help, label names and buckets', async () => {
     // One purchase makes every labelled series of the seed appear.
     const code = json<{ code: string }>(await post(`/checkout?user_id=seed&id=${item(150)}`)).code;

@@ -237,21 +237,42 @@ export function createPurchase(deps: PurchaseDeps) {
     throw new AppError('SALE_ENDED', saleId);
   }
 
+  /**
+   * The purchases of a code this instance is running now. A second request
+   * with the code (a double click, a retry, a script racing itself) waits for
+   * the first to settle instead of running the script to find the code's lock
+   * taken and then asking PostgreSQL whether it bought: a Redis round trip and
+   * a query saved per duplicate. It then goes on as if it had arrived after:
+   * a replay from memory if the first bought, its own attempt otherwise (a
+   * 503 if the purchases it waited for took longer than DEPENDENCY_TIMEOUT_MS).
+   */
+  const running = new Map<string, Promise<unknown>>();
+
   return {
     /** `buyer`: AUTH=jwt's verified user, who must own the code (403 otherwise); undefined when AUTH=off. */
     async purchase(input: { code: string; ip: string; buyer?: string }): Promise<Answer> {
       const saleId = ids.saleIdOfCode(input.code);
       const window = ids.windowOfSale(saleId);
-      const now = clock.now();
-      if (!window || now < window.startsAt) throw new AppError('CODE_NOT_FOUND');
-      if (now >= window.endsAt) return afterSaleEnded(input.code, saleId, input.buyer);
+      if (!window || clock.now() < window.startsAt) throw new AppError('CODE_NOT_FOUND');
+      const waitEnds = Date.now() + config.DEPENDENCY_TIMEOUT_MS;
+      for (let first = running.get(input.code); first; first = running.get(input.code)) {
+        await first.catch(() => {});
+        if (Date.now() > waitEnds) throw unavailable('purchase in progress for this code');
+      }
+      if (clock.now() >= window.endsAt) return afterSaleEnded(input.code, saleId, input.buyer);
       // A code that bought, sent again: its confirmed purchase is in memory (src/sale/sold-cache.ts).
       const bought = soldCache.purchaseOf(saleId, input.code);
       if (bought) {
         checkOwner(input.buyer, bought.userId);
         return replay(bought);
       }
-      return buyInOpenSale(input.code, saleId, input.ip, input.buyer);
+      const buying = buyInOpenSale(input.code, saleId, input.ip, input.buyer);
+      running.set(input.code, buying);
+      try {
+        return await buying;
+      } finally {
+        running.delete(input.code);
+      }
     },
   };
 }
