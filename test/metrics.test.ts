@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import client from 'prom-client';
+
 import type { App } from '../src/app.js';
 import { offsetClock } from '../src/clock.js';
+import { Histogram } from '../src/metrics/histogram.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { itemId, json, testEnv, type TestEnv } from './helpers.js';
 import { freePort } from './process.js';
@@ -405,5 +408,67 @@ describe('metrics producers', () => {
   it('a declared gauge nobody produces fails the scrape instead of exporting 0', async () => {
     const metrics = createMetrics();
     await assert.rejects(metrics.registry.metrics(), /has no producer/);
+  });
+});
+
+describe("the service's histogram (metrics/histogram.ts)", () => {
+  const buckets = [0.001, 0.01, 0.1, 1];
+  // On a bound, between bounds, above the last, zero, and a sum that needs every digit.
+  const values = [0.001, 0.0005, 0.02, 0.1, 3, 0, 1 / 3, 7e-7];
+
+  /** The same observations into prom-client's histogram and into the service's, each in a registry of its own. */
+  function both(labelNames: string[], label: (i: number) => string[]) {
+    const theirs = new client.Registry();
+    const ours = new client.Registry();
+    const reference = new client.Histogram({ name: 'h_seconds', help: 'h', labelNames, buckets, registers: [theirs] });
+    const histogram = new Histogram('h_seconds', 'h', labelNames, buckets);
+    ours.registerMetric(histogram as unknown as client.Metric);
+    values.forEach((v, i) => {
+      if (labelNames.length === 0) {
+        reference.observe(v);
+        histogram.observe(v);
+      } else {
+        reference.labels(...label(i)).observe(v);
+        histogram.labels(...label(i)).observe(v);
+      }
+    });
+    return { theirs, ours };
+  }
+
+  it('exposes, line by line, what prom-client exposes for the same observations, with labels and without', async () => {
+    for (const [labelNames, label] of [
+      [[], () => []],
+      [['handler', 'status_code'], (i: number) => ['checkout', i % 2 ? '200' : '409']],
+    ] as const) {
+      const { theirs, ours } = both([...labelNames], label);
+      assert.equal(await ours.metrics(), await theirs.metrics());
+      // The JSON (what cluster aggregation reads) the same but for prom-client's exemplar slots, empty here.
+      const withoutExemplars = (json: { values: object[] }[]) =>
+        json.map((m) => ({ ...m, values: m.values.map((v) => ({ ...v, exemplar: undefined })) }));
+      assert.deepEqual(
+        withoutExemplars(await ours.getMetricsAsJSON()),
+        withoutExemplars(await theirs.getMetricsAsJSON()),
+      );
+    }
+  });
+
+  it('adds up across cluster workers as prom-client does (WORKERS=N)', async () => {
+    const label = (i: number) => [i % 3 ? 'a' : 'b'];
+    const [a, b] = [both(['lock_type'], label), both(['lock_type'], label)];
+    const theirs = client.AggregatorRegistry.aggregate([
+      await a.theirs.getMetricsAsJSON(),
+      await b.theirs.getMetricsAsJSON(),
+    ]);
+    const ours = client.AggregatorRegistry.aggregate([
+      await a.ours.getMetricsAsJSON(),
+      await b.ours.getMetricsAsJSON(),
+    ]);
+    assert.equal(await ours.metrics(), await theirs.metrics());
+  });
+
+  it('refuses a value that is not a number, and label values that do not match its label names', () => {
+    const histogram = new Histogram('h_seconds', 'h', ['handler'], buckets);
+    assert.throws(() => histogram.labels('checkout').observe(NaN), TypeError);
+    assert.throws(() => histogram.labels(), /1 label values expected, got 0/);
   });
 });
