@@ -187,6 +187,24 @@ describe('GET /metrics (the seed design, PRODUCT.md §4)', () => {
     assert.equal(delta('redis_lock_failure_total{lock_type="purchase",reason="contended"}'), 0);
   });
 
+  it('a purchase clicked 4 times at once for an item sold to someone else: the clicks wait for the first, then each makes its own attempt', async () => {
+    const theirs = json<{ code: string }>(await post(`/checkout?user_id=early&id=${item(121)}`)).code;
+    const mine = json<{ code: string }>(await post(`/checkout?user_id=late&id=${item(121)}`)).code;
+    assert.equal((await post(`/purchase?code=${theirs}`)).statusCode, 200);
+    const before = await scrape();
+    const answers = await Promise.all(Array.from({ length: 4 }, () => post(`/purchase?code=${mine}`)));
+    const after = await scrape();
+    const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+    for (const res of answers) {
+      assert.equal(res.statusCode, 409, res.body);
+      assert.match(res.body, /"ITEM_SOLD"/);
+    }
+    assert.equal(delta('purchase_failure_total{reason="ITEM_SOLD"}'), 4);
+    // One script each, one after the other: none was refused on the strength of another's answer.
+    assert.equal(delta('redis_command_duration_seconds_count{command="purchase"}'), 4);
+    assert.equal(delta('redis_lock_failure_total{lock_type="purchase",reason="contended"}'), 0);
+  });
+
   it('exports every metric of the seed design with its type, help, label names and buckets', async () => {
     // One purchase makes every labelled series of the seed appear.
     const code = json<{ code: string }>(await post(`/checkout?user_id=seed&id=${item(150)}`)).code;
