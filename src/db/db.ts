@@ -24,7 +24,6 @@ export function createDb(config: Config, metrics: Metrics) {
   // An idle client losing its server emits here; the next query reconnects.
   pool.on('error', () => {});
 
-  const duration = children(metrics.dbQueryDuration);
   const failures = children(metrics.dbQueryErrors);
   type Runner = Pick<pg.Pool, 'query'>;
   const timedOn =
@@ -35,7 +34,7 @@ export function createDb(config: Config, metrics: Metrics) {
       text: string,
       values: unknown[] = [],
     ): Promise<pg.QueryResult<R>> => {
-      const end = duration(queryType, table).startTimer();
+      const end = metrics.dbQueryDuration.labels(queryType, table).startTimer();
       try {
         return await runner.query<R>(text, values);
       } catch (err) {

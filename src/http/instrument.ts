@@ -8,13 +8,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { AppError } from '../errors.js';
-import {
-  CHECKOUT_FAILURE_REASONS,
-  PURCHASE_FAILURE_REASONS,
-  children,
-  tallies,
-  type Metrics,
-} from '../metrics/metrics.js';
+import { CHECKOUT_FAILURE_REASONS, PURCHASE_FAILURE_REASONS, tallies, type Metrics } from '../metrics/metrics.js';
 import { sendError } from './errors.js';
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
@@ -46,7 +40,6 @@ export const overloaded = () => new AppError('UNAVAILABLE', 'service (overloaded
 export function createRequestAccounting(metrics: Metrics, maxInFlight: number) {
   let inFlight = 0;
   metrics.produce(['http_requests_in_flight'], ([g]) => g.set(inFlight));
-  const duration = children(metrics.httpRequestDuration);
   const total = tallies(metrics.httpRequestsTotal);
   const checkoutFailure = tallies(metrics.checkoutFailure);
   const purchaseFailure = tallies(metrics.purchaseFailure);
@@ -101,7 +94,13 @@ export function createRequestAccounting(metrics: Metrics, maxInFlight: number) {
       let bound = byStatus.get(status);
       if (!bound) {
         const s = String(status);
-        byStatus.set(status, (bound = { duration: duration(handler, method, s), total: total(handler, method, s) }));
+        byStatus.set(
+          status,
+          (bound = {
+            duration: metrics.httpRequestDuration.labels(handler, method, s),
+            total: total(handler, method, s),
+          }),
+        );
       }
       bound.duration.observe(seconds);
       bound.total.inc();

@@ -21,14 +21,13 @@ export function createLocks(redis: Redis, metrics: Metrics) {
   const attempts = children(metrics.redisLockAttempts);
   const successes = children(metrics.redisLockSuccess);
   const failures = children(metrics.redisLockFailure);
-  const held = children(metrics.redisLockDuration);
   const record = {
     attempt(lockType: LockType) {
       attempts(lockType).inc();
     },
     acquired(lockType: LockType) {
       successes(lockType).inc();
-      return held(lockType).startTimer();
+      return metrics.redisLockDuration.labels(lockType).startTimer();
     },
     failed(lockType: LockType, reason: LockFailure) {
       failures(lockType, reason).inc();

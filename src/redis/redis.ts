@@ -72,12 +72,11 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     Math.max(10, config.DEPENDENCY_TIMEOUT_MS / 10),
   ).unref();
 
-  const duration = children(metrics.redisCommandDuration);
   const failures = children(metrics.redisCommandErrors);
 
   /** Times one call under the command deadline; a dead server becomes 503 UNAVAILABLE. */
   async function timed<T>(name: string, call: Promise<T>): Promise<T> {
-    const end = duration(name).startTimer();
+    const end = metrics.redisCommandDuration.labels(name).startTimer();
     let entry: { deadline: number; reject: (err: Error) => void } | undefined;
     try {
       return await new Promise<T>((resolve, reject) => {
