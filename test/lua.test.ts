@@ -8,6 +8,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import type { App } from '../src/app.js';
 import { queueKeys, saleKeys, type SaleKeys } from '../src/redis/keys.js';
 import { testEnv, type TestEnv } from './helpers.js';
+import { waitFor } from './process.js';
 
 describe('Lua scripts, run directly against Redis', () => {
   let env: TestEnv;
@@ -37,6 +38,10 @@ describe('Lua scripts, run directly against Redis', () => {
   before(async () => {
     env = await testEnv();
     app = await env.app();
+    // The service starts after waiting DEPENDENCY_TIMEOUT_MS for Redis and connects later if it must; these
+    // tests call the scripts directly, without its retries, so they wait for the connection (a loaded host once
+    // took longer, and every test here failed with 503 UNAVAILABLE).
+    await waitFor('Redis connected', async () => app.deps.redis.isReady() || undefined);
   });
   beforeEach(async () => {
     keys = saleKeys(env.config.REDIS_PREFIX, `${sale}${Math.random().toString(36).slice(2, 8)}`);
