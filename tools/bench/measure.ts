@@ -11,6 +11,13 @@ export interface WrkResult {
   non2xx: number;
 }
 
+/** The middle value, or the mean of the two middle values of an even count. */
+export const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  return Number.isInteger(mid) ? (sorted[mid - 1]! + sorted[mid]!) / 2 : sorted[Math.floor(mid)]!;
+};
+
 const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[unit]!;
 
 function wrkCommand(url: string, seconds: number, connections: number, script?: string, cpu?: number) {

@@ -14,7 +14,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { usage, usageSince, wrk, type Usage, type WrkResult } from './measure.js';
+import { median, usage, usageSince, wrk, type Usage, type WrkResult } from './measure.js';
 import { writeResults } from './results.js';
 import { instrumentationShare, moduleBreakdown, MODULES } from './profile.js';
 import { machine, root, startHello, startService } from './service.js';
@@ -122,12 +122,6 @@ async function helloRun(seconds: number, connections: number) {
   }
 }
 
-/** The middle value, or the mean of the two middle values of an even count. */
-const median = (xs: number[]) => {
-  const sorted = [...xs].sort((a, b) => a - b);
-  const mid = sorted.length / 2;
-  return Number.isInteger(mid) ? (sorted[mid - 1]! + sorted[mid]!) / 2 : sorted[Math.floor(mid)]!;
-};
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 
 export async function pinnedBench(o: {

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 
 import { createIds } from '../../src/sale/ids.js';
-import { bucketsOf, cpuSeconds, quantile, wrk, wrkAsync, type WrkResult } from './measure.js';
+import { bucketsOf, cpuSeconds, median, quantile, wrk, wrkAsync, type WrkResult } from './measure.js';
 import { writeResults } from './results.js';
 import { machine, sleep, startService } from './service.js';
 
@@ -224,7 +224,6 @@ function report(r: {
   archiveBytes: number;
 }) {
   const f = (n: number | undefined, d = 1) => (n !== undefined && Number.isFinite(n) ? n.toFixed(d) : 'n/a');
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
   const of = (kind: Window['kind']) => r.windows.filter((w) => w.kind === kind);
   // The primary figure is each round's own ratio, then their median: a round's two windows are seconds apart and
   // share the machine's mood, which other engineers' work changes from one minute to the next.
