@@ -211,8 +211,10 @@ const schema = {
   },
   /** How long after its sale ends a checkout_attempts partition is archived and dropped (0 keeps all). */
   ATTEMPTS_RETENTION: { parse: duration, default: '0' },
-  /** How often one instance looks for partitions to retire: this, or a sale's length if shorter. */
+  /** How often one instance looks for partitions to retire (more often if a window's quiet part is shorter). */
   RETENTION_INTERVAL_MS: { parse: integer(100, 3_600_000), default: '60000' },
+  /** Seconds into a sale window before partitions may be retired, past its stampede (empty: half of SALE_DURATION). */
+  RETENTION_OFFSET_SECONDS: { parse: optional(integer(0, 31 * 24 * 3600)), default: '' },
   /** Where retired partitions are archived (CSV.gz plus a manifest each). */
   ARCHIVE_DIR: { parse: (raw: string) => raw, default: 'archive' },
   /** Live event streams (GET /sales/active/events) per instance, apart from MAX_IN_FLIGHT. */
@@ -250,6 +252,11 @@ function checkTogether(config: Config): Config {
   }
   if (config.WAITING_ROOM === 'on' && config.PREQUEUE_SECONDS * 2 > config.SALE_DURATION) {
     throw new ConfigError(`PREQUEUE_SECONDS must be at most half of SALE_DURATION, got ${config.PREQUEUE_SECONDS}`);
+  }
+  if (config.RETENTION_OFFSET_SECONDS !== undefined && config.RETENTION_OFFSET_SECONDS >= config.SALE_DURATION) {
+    throw new ConfigError(
+      `RETENTION_OFFSET_SECONDS must be less than SALE_DURATION (${config.SALE_DURATION}), got ${config.RETENTION_OFFSET_SECONDS}`,
+    );
   }
   checkAuth(config);
   return config;

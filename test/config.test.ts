@@ -38,6 +38,7 @@ describe('configuration', () => {
     ['ATTEMPTS_RETENTION', '30'],
     ['ATTEMPTS_RETENTION', '1w'],
     ['RETENTION_INTERVAL_MS', '50'],
+    ['RETENTION_OFFSET_SECONDS', '3600'], // not less than the default hourly SALE_DURATION
     ['DATABASE_MIGRATION_URL', 'mysql://x'],
     ['REDIS_CLUSTER_NODES', 'redis://127.0.0.1:7000,http://127.0.0.1:7001'],
     ['TRUST_PROXY', '10.0.0.0/33'],

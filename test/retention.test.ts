@@ -15,6 +15,8 @@ import { manifestPath, verifyArchive, type Manifest } from '../src/retention/arc
 import { PG_URL, testEnv, type TestEnv } from './helpers.js';
 
 const HOUR = 3_600_000;
+/** Forty minutes into this hour: in an hourly sale window's second half, where retention passes retire partitions. */
+const fortyPast = () => Math.floor(Date.now() / HOUR) * HOUR + 40 * 60_000;
 const attemptsOf = async (db: pg.Pool | pg.Client, where = 'true') =>
   (
     await db.query<{ row: string }>(
@@ -181,11 +183,11 @@ describe('retention (ATTEMPTS_RETENTION), archives and npm run restore-archive',
 
   it('archives an expired sale’s partition with its count and checksum, keeps it while the archive fails, drops it once archived, and restores it', async () => {
     // Two sales three hours and one hour back, attempts in each, then now.
-    // Ten minutes into an hour, whatever the time: in an hour's last minute
-    // the scheduler also creates the next sale's partition ahead, which
+    // Forty minutes into an hour, whatever the time: past the half hour
+    // before which passes retire nothing, and not in an hour's last minute,
+    // where the scheduler also creates the next sale's partition ahead, which
     // expires with the old one and doubles the failed archives (seen in CI).
-    const tenPast = Math.floor(Date.now() / HOUR) * HOUR + 10 * 60_000;
-    const clock = offsetClock(tenPast - 3 * HOUR - Date.now());
+    const clock = offsetClock(fortyPast() - 3 * HOUR - Date.now());
     const notADir = join(dir, 'file');
     await writeFile(notADir, '');
     const failing = await env.app({ clock, env: { ARCHIVE_DIR: join(notADir, 'archive') } });
@@ -254,6 +256,53 @@ describe('retention (ATTEMPTS_RETENTION), archives and npm run restore-archive',
   });
 });
 
+describe('retention in a sale window’s first half (RETENTION_OFFSET_SECONDS: half the window by default)', () => {
+  let env: TestEnv;
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fs-offset-'));
+    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', ARCHIVE_DIR: dir, SALE_DURATION: '3600' });
+  });
+  after(async () => {
+    await env.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('keeps a partition that fell due on the hour, while that hour’s stampede runs, and retires it from half past', async () => {
+    const hour = Math.floor(Date.now() / HOUR) * HOUR;
+    const clock = offsetClock(hour - 2 * HOUR + 60_000 - Date.now()); // a minute into the sale two hours back
+    const app = await env.app({ clock });
+    const sale = (await app.deps.sales.active()).id;
+    await app.deps.data.attempts.insert({
+      saleId: sale,
+      itemId: `${sale}-00001`,
+      userId: 'u1',
+      outcome: 'ITEM_SOLD',
+      code: null,
+      at: clock.now(),
+    });
+    const where = async () =>
+      (
+        await env.pg.query<{ schema: string }>(
+          'SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = $1',
+          [`checkout_attempts_${sale}`],
+        )
+      ).rows.map((r) => r.schema);
+
+    // The sale ended an hour ago, on the hour: due since then, past ATTEMPTS_RETENTION.
+    for (const minutesPast of [1, 29]) {
+      clock.set(hour + minutesPast * 60_000);
+      await app.deps.retention.run();
+      assert.deepEqual(await where(), ['public'], `retired at ${minutesPast} past the hour`);
+      assert.deepEqual(await readdir(dir), []);
+    }
+    clock.set(hour + 30 * 60_000);
+    await app.deps.retention.run();
+    assert.deepEqual(await where(), [], 'not retired at half past');
+    assert.equal((await verifyArchive(join(dir, `checkout_attempts_${sale}.csv.gz`))).rows, 1);
+  });
+});
+
 describe('retention, when a detach is held up past its lock timeout (DETACH … CONCURRENTLY left pending)', () => {
   let env: TestEnv;
   let dir: string;
@@ -267,7 +316,7 @@ describe('retention, when a detach is held up past its lock timeout (DETACH … 
   });
 
   it('keeps checkout answering, and the next pass finalizes the detach, then archives and drops both expired partitions', async () => {
-    const clock = offsetClock(-4 * HOUR);
+    const clock = offsetClock(fortyPast() - 4 * HOUR - Date.now()); // in the quiet half of the hour, as above
     const app = await env.app({ clock });
     const attempt = (saleId: string, i: number) =>
       app.deps.data.attempts.insert({

@@ -8,6 +8,12 @@
  * stopped (a crash, a lock timeout, a failed archive): the table stays in
  * `retired` until it is archived, and the age of the oldest partition (a
  * metric, and an alert) shows a retirement that is stuck.
+ *
+ * Passes retire only in a sale window's quiet part, RETENTION_OFFSET_SECONDS
+ * (half the window by default) after its start. A partition falls due one
+ * retention after its sale's end, which is another sale's start: without the
+ * offset, every archive would run in the first minute of a stampede, on the
+ * cores serving it.
  */
 import type { Infra } from '../infra.js';
 import type { Partition } from '../db/partitions.js';
@@ -24,15 +30,18 @@ const LOCK_TIMEOUT_MS = 200;
 /** Longer than any archive should take; every step is idempotent if two passes ever overlap. */
 const LOCK_TTL_MS = 15 * 60_000;
 
-type RetentionDeps = Pick<Infra, 'config' | 'clock' | 'log' | 'metrics' | 'locks' | 'data'>;
+type RetentionDeps = Pick<Infra, 'config' | 'clock' | 'log' | 'metrics' | 'locks' | 'data' | 'ids'>;
 
-export function createRetention({ config, clock, log, metrics, locks, data }: RetentionDeps) {
-  /** How often app.ts runs a pass: RETENTION_INTERVAL_MS (a minute), or a sale's length if shorter. */
-  const intervalMs = Math.min(config.RETENTION_INTERVAL_MS, config.SALE_DURATION * 1000);
+export function createRetention({ config, clock, log, metrics, locks, data, ids }: RetentionDeps) {
+  const quietAfterMs = (config.RETENTION_OFFSET_SECONDS ?? config.SALE_DURATION / 2) * 1000;
+  /** How often app.ts runs a pass: RETENTION_INTERVAL_MS (a minute), or less if a window's quiet part is shorter. */
+  const intervalMs = Math.min(config.RETENTION_INTERVAL_MS, config.SALE_DURATION * 1000 - quietAfterMs);
 
-  /** One pass; a no-op when retention is off or another instance holds the lock. */
+  /** One pass; a no-op when retention is off, in a window's busy start, or while another instance holds the lock. */
   async function run(): Promise<void> {
     if (config.ATTEMPTS_RETENTION === 0) return;
+    const now = clock.now();
+    if (now - ids.windowContaining(now).startsAt < quietAfterMs) return;
     const release = await locks
       .acquire('retention', retentionLockKey(config.REDIS_PREFIX), LOCK_TTL_MS)
       .catch(() => undefined);
