@@ -34,7 +34,7 @@ type RetentionDeps = Pick<Infra, 'config' | 'clock' | 'log' | 'metrics' | 'locks
 
 export function createRetention({ config, clock, log, metrics, locks, data, ids }: RetentionDeps) {
   const quietAfterMs = (config.RETENTION_OFFSET_SECONDS ?? config.SALE_DURATION / 2) * 1000;
-  /** How often app.ts runs a pass: RETENTION_INTERVAL_MS (a minute), or less if a window's quiet part is shorter. */
+  /** How often scheduler.ts runs a pass: RETENTION_INTERVAL_MS (a minute), or less if a window's quiet part is shorter. */
   const intervalMs = Math.min(config.RETENTION_INTERVAL_MS, config.SALE_DURATION * 1000 - quietAfterMs);
 
   /** One pass; a no-op when retention is off, in a window's busy start, or while another instance holds the lock. */
