@@ -53,6 +53,28 @@ function scratchDatabase(prefix: string) {
   };
 }
 
+/**
+ * A suite's environment: a one-hour ATTEMPTS_RETENTION, hourly sales of 50
+ * items, and an ARCHIVE_DIR of its own, removed after the suite.
+ */
+function retentionSuite(prefix: string) {
+  const suite = {} as { env: TestEnv; dir: string };
+  before(async () => {
+    suite.dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
+    suite.env = await testEnv({
+      ATTEMPTS_RETENTION: '1h',
+      SALE_ITEMS: '50',
+      ARCHIVE_DIR: suite.dir,
+      SALE_DURATION: '3600',
+    });
+  });
+  after(async () => {
+    await suite.env.close();
+    await rm(suite.dir, { recursive: true, force: true });
+  });
+  return suite;
+}
+
 describe('migration 003, on a database of today’s schema with attempts in it', () => {
   const { url, migrateUpTo } = scratchDatabase('fs_test_mig');
 
@@ -257,18 +279,10 @@ describe('retention (ATTEMPTS_RETENTION), archives and npm run restore-archive',
 });
 
 describe('retention in a sale window’s first half (RETENTION_OFFSET_SECONDS: half the window by default)', () => {
-  let env: TestEnv;
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fs-offset-'));
-    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', ARCHIVE_DIR: dir, SALE_DURATION: '3600' });
-  });
-  after(async () => {
-    await env.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const suite = retentionSuite('fs-offset');
 
   it('keeps a partition that fell due on the hour, while that hour’s stampede runs, and retires it from half past', async () => {
+    const { env, dir } = suite;
     const hour = Math.floor(Date.now() / HOUR) * HOUR;
     const clock = offsetClock(hour - 2 * HOUR + 60_000 - Date.now()); // a minute into the sale two hours back
     const app = await env.app({ clock });
@@ -304,18 +318,10 @@ describe('retention in a sale window’s first half (RETENTION_OFFSET_SECONDS: h
 });
 
 describe('retention, when a detach is held up past its lock timeout (DETACH … CONCURRENTLY left pending)', () => {
-  let env: TestEnv;
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fs-pending-'));
-    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', ARCHIVE_DIR: dir, SALE_DURATION: '3600' });
-  });
-  after(async () => {
-    await env.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const suite = retentionSuite('fs-pending');
 
   it('keeps checkout answering, and the next pass finalizes the detach, then archives and drops both expired partitions', async () => {
+    const { env, dir } = suite;
     const clock = offsetClock(fortyPast() - 4 * HOUR - Date.now()); // in the quiet half of the hour, as above
     const app = await env.app({ clock });
     const attempt = (saleId: string, i: number) =>
