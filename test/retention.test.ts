@@ -15,8 +15,9 @@ import { manifestPath, verifyArchive, type Manifest } from '../src/retention/arc
 import { PG_URL, testEnv, type TestEnv } from './helpers.js';
 
 const HOUR = 3_600_000;
+const thisHour = () => Math.floor(Date.now() / HOUR) * HOUR;
 /** Forty minutes into this hour: in an hourly sale window's second half, where retention passes retire partitions. */
-const fortyPast = () => Math.floor(Date.now() / HOUR) * HOUR + 40 * 60_000;
+const fortyPast = () => thisHour() + 40 * 60_000;
 const attemptsOf = async (db: pg.Pool | pg.Client, where = 'true') =>
   (
     await db.query<{ row: string }>(
@@ -55,7 +56,8 @@ function scratchDatabase(prefix: string) {
 
 /**
  * A suite's environment: a one-hour ATTEMPTS_RETENTION, hourly sales of 50
- * items, and an ARCHIVE_DIR of its own, removed after the suite.
+ * items, and an ARCHIVE_DIR of its own (an app may name another), removed
+ * after the suite.
  */
 function retentionSuite(prefix: string) {
   const suite = {} as { env: TestEnv; dir: string };
@@ -192,18 +194,10 @@ describe('POST /checkout, for a sale that lost its partition', () => {
 });
 
 describe('retention (ATTEMPTS_RETENTION), archives and npm run restore-archive', () => {
-  let env: TestEnv;
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fs-archive-'));
-    env = await testEnv({ ATTEMPTS_RETENTION: '1h', SALE_ITEMS: '50', SALE_DURATION: '3600' });
-  });
-  after(async () => {
-    await env.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const suite = retentionSuite('fs-archive');
 
   it('archives an expired sale’s partition with its count and checksum, keeps it while the archive fails, drops it once archived, and restores it', async () => {
+    const { env, dir } = suite;
     // Two sales three hours and one hour back, attempts in each, then now.
     // Forty minutes into an hour, whatever the time: past the half hour
     // before which passes retire nothing, and not in an hour's last minute,
@@ -283,7 +277,7 @@ describe('retention in a sale window’s first half (RETENTION_OFFSET_SECONDS: h
 
   it('keeps a partition that fell due on the hour, while that hour’s stampede runs, and retires it from half past', async () => {
     const { env, dir } = suite;
-    const hour = Math.floor(Date.now() / HOUR) * HOUR;
+    const hour = thisHour();
     const clock = offsetClock(hour - 2 * HOUR + 60_000 - Date.now()); // a minute into the sale two hours back
     const app = await env.app({ clock });
     const sale = (await app.deps.sales.active()).id;

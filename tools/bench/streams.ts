@@ -121,7 +121,7 @@ export async function streamsBench(opts: {
   const lines = [
     `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench -- --streams --watchers ${watchers}\` (wrk stampede, ${opts.connections} connections, ${opts.seconds} s; a fresh database and service per load; the watchers in their own Node process on the same 2 cores; ${opts.rounds} rounds, alone and watched alternating).`,
     '',
-    `Each round's rate with the streams as a share of its rate alone: ${rounds.map((r) => `${f(r.ratio * 100)}%`).join(', ')}. The tables show the median round (of an even number, the lower of the two in the middle).`,
+    `Each round's rate with the streams as a share of its rate alone: ${rounds.map((r) => `${f(r.ratio * 100)}%`).join(', ')}. The tables show the median round${rounds.length % 2 === 0 ? ' (of an even number, the lower of the two in the middle)' : ''}.`,
     '',
     '| load | req/s | client p50 / p99 ms | service CPU (cores) | watchers CPU (cores) |',
     '|---|---|---|---|---|',
