@@ -77,17 +77,27 @@ describe('the process (npm start)', () => {
     // Pipelined pages it never reads: far more than the socket buffers hold.
     const slowReader = await served(false);
     await slowReader.send(`GET /sales/${sale}/items?limit=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`.repeat(500));
+    // The same on connections the hot lane's front still has (src/http/front.ts):
+    // one idle after its checkout, one sending checkouts it never reads.
+    const checkout = (i: number) =>
+      `POST /checkout?user_id=front&id=${itemId(sale, i)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+    const idleOnFront = await openSocket(port);
+    await idleOnFront.send(checkout(2));
+    await waitFor('the checkout answered', async () => (idleOnFront.received().includes('"code"') ? true : undefined));
+    const slowOnFront = await openSocket(port, { read: false });
+    slowOnFront.socket.write(Array.from({ length: 20_000 }, (_, i) => checkout(i % 1000)).join(''));
 
     const t0 = Date.now();
     svc.child.kill('SIGTERM');
     const deadline = new Promise((r) => setTimeout(r, 3000 + 2000, 'still draining').unref());
     assert.equal(await Promise.race([svc.exited, deadline]), 0, `after ${Date.now() - t0} ms`);
-    await Promise.all([halfHeaders.closed, halfBody.closed, idle.closed]);
+    await Promise.all([halfHeaders.closed, halfBody.closed, idle.closed, idleOnFront.closed]);
     for (const s of [halfHeaders, halfBody]) {
       const answers = s.received().split(/(?=HTTP\/1\.1 )/);
       assert.match(answers.at(-1)!, /^HTTP\/1\.1 408 [^]*"REQUEST_TIMEOUT"/);
     }
     slowReader.socket.destroy();
+    slowOnFront.socket.destroy();
   });
 
   it('with WORKERS=2 and the port already taken, stops with exit 1 and one line naming why', async () => {

@@ -11,12 +11,13 @@ import type { FastifyInstance } from 'fastify';
 
 import { AppError } from '../errors.js';
 import { answerOnSocket } from './errors.js';
+import type { Front } from './front.js';
 
 /** The response a connection is serving or served last, set on its socket (cheaper than a map per request). */
 const serving = Symbol('serving');
 type Tracked = Socket & { [serving]?: ServerResponse };
 
-export function boundDrain(app: FastifyInstance, timeoutMs: number) {
+export function boundDrain(app: FastifyInstance, front: Front, timeoutMs: number) {
   const sockets = new Set<Tracked>();
   app.server.on('connection', (socket: Tracked) => {
     sockets.add(socket);
@@ -30,12 +31,14 @@ export function boundDrain(app: FastifyInstance, timeoutMs: number) {
    * At the deadline: a connection still sending its request (headers or body)
    * gets 408, as it would have without the drain, and is closed once that is
    * written; any other (a response the client does not read, a handler still
-   * running) is cut. Whatever is still open a second later is cut too.
+   * running, a connection the front still has: it closed the idle ones at the
+   * start) is cut. Whatever is still open a second later is cut too.
    */
   const expire = () => {
     for (const socket of sockets) {
       const res = socket[serving];
-      const busy = res !== undefined && !res.writableFinished && (res.headersSent || res.req.complete);
+      const busy =
+        front.owns(socket) || (res !== undefined && !res.writableFinished && (res.headersSent || res.req.complete));
       if (busy) socket.destroy();
       else {
         // The server keeps half-open sockets: without this, a client that
@@ -52,6 +55,7 @@ export function boundDrain(app: FastifyInstance, timeoutMs: number) {
   let sweepIdle: NodeJS.Timeout | undefined;
   let deadline: NodeJS.Timeout | undefined;
   app.addHook('preClose', (done) => {
+    front.close();
     sweepIdle = setInterval(() => app.server.closeIdleConnections(), 100);
     deadline = setTimeout(expire, timeoutMs).unref();
     done();

@@ -14,6 +14,7 @@ import { BODY_LIMIT, ignoreBodies } from './body.js';
 import { boundDrain } from './drain.js';
 import { clientErrorHandler, frameworkErrors, registerErrorHandling, requireHost } from './errors.js';
 import { createRequestAccounting, instrument } from './instrument.js';
+import { createFront } from './front.js';
 import { createLane } from './lane.js';
 import { methodRouting } from './methods.js';
 import { openapi } from './openapi.js';
@@ -28,8 +29,10 @@ type ServerFactoryOptions = {
 export async function createHttp({ config, log, metrics }: { config: Config; log: Logger; metrics: Metrics }) {
   const requests = createRequestAccounting(metrics, config.MAX_IN_FLIGHT);
   const lane = createLane({ requests, metrics, log, trustProxy: config.TRUST_PROXY });
+  const front = createFront(lane);
   const app = Fastify({
-    // The server Fastify would create, with the hot lane (lane.ts) before Fastify's own handler.
+    // The server Fastify would create, with the hot lane (lane.ts) before Fastify's own handler,
+    // and the lane's front (front.ts) before the server on each connection.
     // Its options are the ones below, with Fastify's defaults filled in.
     serverFactory: (handler, options) => {
       const { http, keepAliveTimeout, requestTimeout, connectionTimeout } = options as ServerFactoryOptions;
@@ -37,6 +40,7 @@ export async function createHttp({ config, log, metrics }: { config: Config; log
       server.keepAliveTimeout = keepAliveTimeout;
       server.requestTimeout = requestTimeout;
       server.setTimeout(connectionTimeout);
+      front.install(server, { keepAliveTimeoutMs: keepAliveTimeout, requestTimeoutMs: config.REQUEST_TIMEOUT_MS });
       return server;
     },
     loggerInstance: log as FastifyBaseLogger, // pino's Logger is wider than Fastify's logger type
@@ -60,7 +64,7 @@ export async function createHttp({ config, log, metrics }: { config: Config; log
   await openapi(app);
   registerErrorHandling(app);
   instrument(app, requests);
-  boundDrain(app, config.REQUEST_TIMEOUT_MS);
+  boundDrain(app, front, config.REQUEST_TIMEOUT_MS);
   app.addHook('onRequest', requireHost);
   ignoreBodies(app);
   const addMethodNotAllowed = methodRouting(app);

@@ -14,7 +14,7 @@
  * metrics (test/lane.test.ts compares the two). What it saves, and why it
  * exists: docs/ARCHITECTURE.md, "The hot lane".
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 
 import proxyAddr from '@fastify/proxy-addr';
@@ -44,6 +44,12 @@ export interface LaneAnswer {
   body: unknown;
   headers?: Record<string, string>;
 }
+/** What the lane reads of a request: Node's IncomingMessage, or the front's (front.ts). */
+export type LaneRequest = Pick<IncomingMessage, 'method' | 'url' | 'headers' | 'socket'>;
+/** What the lane answers with: Node's ServerResponse, or the front's connection. */
+export interface LaneResponse {
+  writeHead(status: number, headers: OutgoingHttpHeaders): { end(body: string): unknown };
+}
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
@@ -61,7 +67,8 @@ export function createLane(deps: {
   const routes = new Map<string, Added>();
   // The client's address as Fastify's request.ip gives it (trustProxy: the same list, the same library).
   const trusted = deps.trustProxy ? proxyAddr.compile(deps.trustProxy.split(',').map((e) => e.trim())) : undefined;
-  const ipOf = (req: IncomingMessage) => (trusted ? proxyAddr(req, trusted) : req.socket.remoteAddress!);
+  // proxyAddr reads only the headers and the socket's address, which a LaneRequest has.
+  const ipOf = (req: LaneRequest) => (trusted ? proxyAddr(req as IncomingMessage, trusted) : req.socket.remoteAddress!);
 
   /** The query's parameters if they are exactly the route's, each once and valid as sent; else undefined. */
   function parse(search: string, params: LaneRoute['params']): Record<string, string> | undefined {
@@ -80,7 +87,7 @@ export function createLane(deps: {
     return found === Object.keys(params).length ? query : undefined;
   }
 
-  function send(res: ServerResponse, status: number, body: unknown, extra?: Record<string, string>) {
+  function send(res: LaneResponse, status: number, body: unknown, extra?: Record<string, string>) {
     const payload = JSON.stringify(body);
     const headers = { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(payload), ...extra };
     res.writeHead(status, headers).end(payload);
@@ -88,7 +95,7 @@ export function createLane(deps: {
   const retryAfter = (error: AppError) =>
     error.retryAfter === undefined ? undefined : { 'retry-after': String(error.retryAfter) };
 
-  function serve(route: Added, query: Record<string, string>, req: IncomingMessage, res: ServerResponse) {
+  function serve(route: Added, query: Record<string, string>, req: LaneRequest, res: LaneResponse) {
     const started = performance.now();
     route.served.inc();
     if (!requests.enter()) return fail(route, res, started, overloaded());
@@ -105,11 +112,11 @@ export function createLane(deps: {
       (err: unknown) => fail(route, res, started, err),
     );
   }
-  function succeed(route: Added, res: ServerResponse, started: number, answer: LaneAnswer) {
+  function succeed(route: Added, res: LaneResponse, started: number, answer: LaneAnswer) {
     send(res, 200, answer.body, answer.headers);
     finish(route, started, 200, answer.outcome);
   }
-  function fail(route: Added, res: ServerResponse, started: number, err: unknown) {
+  function fail(route: Added, res: LaneResponse, started: number, err: unknown) {
     if (!(err instanceof AppError)) log.error({ err }, 'request failed');
     const error = err instanceof AppError ? err : new AppError('INTERNAL');
     send(res, error.status, errorPayload(error), retryAfter(error));
@@ -127,7 +134,7 @@ export function createLane(deps: {
       routes.set(`${route.method} ${path}`, { ...route, served, count: requests.route(route.name, route.method) });
     },
     /** Answers the request if it is one for the lane (true), else leaves it alone (false). */
-    take(req: IncomingMessage, res: ServerResponse): boolean {
+    take(req: LaneRequest, res: LaneResponse): boolean {
       if (routes.size === 0) return false;
       const url = req.url!;
       const mark = url.indexOf('?');
