@@ -69,6 +69,9 @@ describe('the process (npm start)', () => {
       if (read) await waitFor('the first answer', async () => (s.received().includes('"uptime"') ? true : undefined));
       return s;
     };
+    // Connected, sending nothing: idle, so closed at once, without the deadline's 408.
+    const silent = await openSocket(port);
+    const silentClosedAt = silent.closed.then(() => Date.now());
     const halfHeaders = await served();
     await halfHeaders.send(`POST /checkout?user_id=slow&id=${sale}-00001 HTTP/1.1\r\nHost: 127.0.0.1\r\n`);
     const halfBody = await served();
@@ -91,6 +94,9 @@ describe('the process (npm start)', () => {
     svc.child.kill('SIGTERM');
     const deadline = new Promise((r) => setTimeout(r, 3000 + 2000, 'still draining').unref());
     assert.equal(await Promise.race([svc.exited, deadline]), 0, `after ${Date.now() - t0} ms`);
+    const silentAfter = (await silentClosedAt) - t0;
+    assert.ok(silentAfter < 1000, `the silent connection closed after ${silentAfter} ms`);
+    assert.equal(silent.received(), '');
     await Promise.all([halfHeaders.closed, halfBody.closed, idle.closed, idleOnFront.closed]);
     for (const s of [halfHeaders, halfBody]) {
       const answers = s.received().split(/(?=HTTP\/1\.1 )/);

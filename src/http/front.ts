@@ -76,8 +76,8 @@ interface FrontState {
   keepAlive: string;
   keepAliveTimeoutMs: number;
   closing: boolean;
-  /** The connections the front has, by socket. */
-  owned: Map<Socket, Connection>;
+  /** The connections the front has, by socket: undefined until their first bytes name a lane route. */
+  owned: Map<Socket, Connection | undefined>;
 }
 
 /** One connection while the front has it; it is its own LaneResponse (one answer at a time). */
@@ -103,12 +103,9 @@ class Connection implements LaneResponse {
 
   constructor(
     private readonly front: FrontState,
-    readonly socket: Socket,
+    private readonly socket: Socket,
     private readonly toNode: () => void,
-    requestTimeoutMs: number,
   ) {
-    socket.setNoDelay(true);
-    socket.setTimeout(requestTimeoutMs);
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('timeout', this.onTimeout);
@@ -159,7 +156,11 @@ class Connection implements LaneResponse {
   }
 
   private read(chunk: Buffer) {
-    const text = this.unread + chunk.toString('latin1');
+    this.receive(chunk.toString('latin1'));
+  }
+
+  receive(latin1: string) {
+    const text = this.unread + latin1;
     this.unread = '';
     if (this.busy) this.wait(text);
     else this.serve(text);
@@ -180,7 +181,13 @@ class Connection implements LaneResponse {
     let at = 0;
     while (at < text.length) {
       const end = text.indexOf('\r\n\r\n', at);
-      const request = end < 0 ? undefined : parseHead(text, at, end, socket);
+      // The request line's "METHOD /path", before the query, names a lane route, or nothing is parsed:
+      // a connection for anything else (a page, a stream) goes to Node's server leaving no garbage.
+      const query = text.indexOf('?', at);
+      const request =
+        end < 0 || query < 0 || query > end || !this.front.lane.routes(text.slice(at, query))
+          ? undefined
+          : parseHead(text, at, end, socket);
       this.busy = true;
       if (!request || !this.front.lane.take(request, this)) {
         this.busy = false;
@@ -240,9 +247,50 @@ export function createFront(lane: Lane) {
       if (listeners.length !== 1) throw new Error('the front must be installed on a new HTTP server');
       const [node] = listeners as [(socket: Socket) => void];
       server.removeListener('connection', node);
+      const toNode = (socket: Socket) => node.call(server, socket);
+
+      // Until its first bytes, a connection has these listeners, shared by all
+      // (`this` is the socket): a connection for anything but the lane (a
+      // page, an event stream) goes to Node's server having cost no object.
+      function silent(this: Socket) {
+        answerOnSocket(this, new AppError('REQUEST_TIMEOUT')); // as Node's server answers a silent one
+      }
+      function broken(this: Socket) {
+        this.destroy();
+      }
+      function ended(this: Socket) {
+        this.end();
+      }
+      function gone(this: Socket) {
+        front.owned.delete(this);
+      }
+      function first(this: Socket, chunk: Buffer) {
+        this.removeListener('data', first);
+        this.removeListener('timeout', silent);
+        this.removeListener('error', broken);
+        this.removeListener('end', ended);
+        this.removeListener('close', gone);
+        const text = chunk.toString('latin1');
+        const query = text.indexOf('?');
+        const line = text.indexOf('\r\n');
+        if (query < 0 || line < 0 || query > line || !lane.routes(text.slice(0, query))) {
+          front.owned.delete(this);
+          this.setTimeout(0);
+          this.unshift(chunk);
+          return toNode(this);
+        }
+        const connection = new Connection(front, this, () => toNode(this));
+        front.owned.set(this, connection);
+        connection.receive(text);
+      }
       server.prependListener('connection', (socket: Socket) => {
-        const toNode = () => node.call(server, socket);
-        front.owned.set(socket, new Connection(front, socket, toNode, timeouts.requestTimeoutMs));
+        front.owned.set(socket, undefined);
+        socket.setTimeout(timeouts.requestTimeoutMs);
+        socket.on('data', first);
+        socket.on('timeout', silent);
+        socket.on('error', broken);
+        socket.on('end', ended);
+        socket.on('close', gone);
       });
     },
     /** Whether the front still has this connection (Node's server does not know it yet). */
@@ -250,7 +298,7 @@ export function createFront(lane: Lane) {
     /** The drain: idle connections close now, the others once their answer is written. */
     close() {
       front.closing = true;
-      for (const connection of front.owned.values()) if (connection.idle) connection.socket.destroy();
+      for (const [socket, connection] of front.owned) if (!connection || connection.idle) socket.destroy();
     },
   };
 }

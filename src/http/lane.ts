@@ -133,6 +133,8 @@ export function createLane(deps: {
       const served = tallies(metrics.hotLaneRequests)(route.name);
       routes.set(`${route.method} ${path}`, { ...route, served, count: requests.route(route.name, route.method) });
     },
+    /** Whether the lane has a route for this "METHOD /path" (it may still leave a request to Fastify). */
+    routes: (methodAndPath: string) => routes.has(methodAndPath),
     /** Answers the request if it is one for the lane (true), else leaves it alone (false). */
     take(req: LaneRequest, res: LaneResponse): boolean {
       if (routes.size === 0) return false;
