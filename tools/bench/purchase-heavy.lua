@@ -1,5 +1,8 @@
--- Purchase-heavy: each checkout is followed by three purchases of its code
--- (the first buys or loses the race, the others replay), 75% purchases.
+-- Purchase-heavy: a checkout's code is purchased three times (the first buys
+-- or loses the race, the others replay). Only one code is pending at a time:
+-- one that arrives meanwhile is not purchased, so its item stays unsold and a
+-- 10,000-item sale lasts the whole load. Measured (2026-12-01): about a
+-- quarter of the requests are purchases, two thirds of them replays.
 -- Env: SALE, ITEMS.
 local sale, items = os.getenv("SALE"), tonumber(os.getenv("ITEMS"))
 local code, left = nil, 0

@@ -6,15 +6,15 @@
 -- Env: SALE, ITEMS, TOKENS.
 local sale, items = os.getenv("SALE"), tonumber(os.getenv("ITEMS"))
 local tokens = {}
-local code, owner = nil, nil
+local codes, owners, first, last = {}, {}, 1, 0
 function init()
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
   for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = "Bearer " .. line end
 end
 function request()
-  if code then
-    local c, u = code, owner
-    code = nil
+  if first <= last then
+    local c, u = codes[first], owners[first]
+    codes[first], owners[first], first = nil, nil, first + 1
     return wrk.format("POST", "/purchase?code=" .. c, { Authorization = tokens[u] })
   end
   local u = math.random(#tokens)
@@ -22,9 +22,10 @@ function request()
   return wrk.format("POST", url, { Authorization = tokens[u] })
 end
 function response(status, headers, body)
-  if status == 200 then
-    code = body:match('"code":"([^"]+)"')
-    owner = tonumber(body:match('"user_id":"u(%d+)"'))
-    if not owner then code = nil end
+  if status ~= 200 then return end
+  local c, u = body:match('"code":"([^"]+)"'), tonumber(body:match('"user_id":"u(%d+)"'))
+  if c and u then
+    last = last + 1
+    codes[last], owners[last] = c, u
   end
 end
