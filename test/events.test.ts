@@ -146,6 +146,74 @@ describe('GET /sales/active/events', () => {
   });
 });
 
+describe('GET /sales/active/events, to 2,000 watchers at once', () => {
+  let env: TestEnv;
+  let app: App;
+  let port: number;
+
+  before(async () => {
+    env = await testEnv({ SALE_ITEMS: '20', MAX_STREAMS: '2000' });
+    app = await env.app();
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    port = (app.server.address() as { port: number }).port;
+  });
+  after(() => env.close());
+
+  it('answers a buyer in the middle of a broadcast, not after every stream is written', async () => {
+    const sale = json<{ id: string }>(await app.inject('/sales/active')).id;
+    // Plain sockets: 2,000 parsing clients would cost this process more than the service.
+    let told = 0;
+    let onFirstTold = () => {};
+    const watchers = Array.from({ length: 2000 }, () => {
+      const state = { snapshot: false, sold: false };
+      const s = connect(port, '127.0.0.1', () => s.write('GET /sales/active/events HTTP/1.1\r\nHost: x\r\n\r\n'));
+      s.setEncoding('utf8');
+      s.on('data', (chunk: string) => {
+        state.snapshot ||= chunk.includes('event: sale');
+        if (!state.sold && chunk.includes('event: sold')) {
+          state.sold = true;
+          if (told++ === 0) onFirstTold();
+        }
+      });
+      return { s, state };
+    });
+    // The buyer's connection is open before the broadcast, as a keep-alive one would be.
+    const buyer = connect(port, '127.0.0.1');
+    buyer.setEncoding('utf8');
+    await new Promise((ready) => buyer.once('connect', ready));
+    try {
+      await waitFor(
+        'every stream has its snapshot',
+        async () => watchers.every((w) => w.state.snapshot) || undefined,
+        20_000,
+      );
+      const toldWhenAnswered = new Promise<number>((answered) => {
+        // The first stream told of the purchase: the broadcast has begun. A
+        // request sent now is refused at once (an item id that is not one),
+        // so its answer waits only for the event loop.
+        onFirstTold = () => {
+          buyer.write(`POST /checkout?user_id=ev-m&id=nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`);
+          buyer.once('data', (answer: string) => {
+            assert.match(answer, /^HTTP\/1\.1 400 /);
+            answered(told);
+          });
+        };
+      });
+      const checkout = await app.inject({ method: 'POST', url: `/checkout?user_id=ev-m&id=${itemId(sale, 7)}` });
+      const { code } = json<{ code: string }>(checkout);
+      assert.equal((await app.inject({ method: 'POST', url: `/purchase?code=${code}` })).statusCode, 200);
+      const toldBefore = await toldWhenAnswered;
+      await waitFor('every stream told of the purchase', async () => told === 2000 || undefined, 20_000);
+      // Written in one go, all 2,000 streams would be told before the service
+      // read the buyer's request; in slices, the answer comes between them.
+      assert.ok(toldBefore < 2000, `the buyer was answered only after ${toldBefore} of 2000 streams were told`);
+    } finally {
+      buyer.destroy();
+      for (const w of watchers) w.s.destroy();
+    }
+  });
+});
+
 describe('GET /sales/active/events, to a client that stops reading', () => {
   let env: TestEnv;
   let app: App;

@@ -3,8 +3,9 @@
  * (STREAM_INTERVAL_MS, at most 4 a second) makes one shared read of the
  * active sale — HLEN of its Redis `sold` hash, and HKEYS only when that count
  * moved — and writes the same serialised event to every stream, so 10,000
- * watchers cost the same reads as one. Nothing on the purchase path changes:
- * the `sold` hash is what purchase-7.lua already writes.
+ * watchers cost the same reads as one. The writes go out in slices, a turn of
+ * the event loop each, so requests are served between them. Nothing on the
+ * purchase path changes: the `sold` hash is what purchase-7.lua already writes.
  *
  * Events (each frame serialised once): `sale` (a full snapshot: the sale and a
  * bitmap of its sold items), `sold` (the counts and the item indices sold, or
@@ -16,6 +17,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 
 import type { Infra } from '../infra.js';
 import { saleKeys } from '../redis/keys.js';
@@ -29,6 +31,13 @@ export const STREAM_CLIENT_BUFFER = 64 * 1024;
 const MAX_LISTED_CHANGES = 256;
 /** Events kept for Last-Event-ID resumes (16 s of history at the fastest interval, 4 a second). */
 const REPLAY_EVENTS = 64;
+/**
+ * Streams written per turn of the event loop. A write costs the service
+ * 15–30 µs (most of it the kernel's loopback TCP), so 5,000 streams in one go
+ * would hold every request for 0.1 s; in slices of this size a request waits
+ * at most a few milliseconds for a broadcast.
+ */
+const WRITES_PER_TURN = 200;
 /** Tells EventSource to reconnect after 1 s when a stream ends (a drain, a dropped client). */
 const RETRY_MS = 1000;
 
@@ -122,23 +131,42 @@ export function createBroadcaster(deps: Deps) {
     else client.res.end();
   }
 
+  /**
+   * Writes one frame to each of `targets` still open, yielding to the event
+   * loop between slices so that requests are served meanwhile; returns how
+   * many were written. Ticks run one after another, so a client's events
+   * still arrive in order.
+   */
+  async function writeAll(targets: Client[], bytes: Buffer): Promise<number> {
+    let sent = 0;
+    for (let i = 0; i < targets.length; i++) {
+      if (i > 0 && i % WRITES_PER_TURN === 0) await nextTurn();
+      const client = targets[i]!;
+      if (clients.has(client) && write(client, bytes)) sent++;
+    }
+    return sent;
+  }
+
   /** Sends one event to every up-to-date client and keeps it for resumes; returns its frame. */
-  function broadcast(event: string, data: unknown): Buffer {
+  async function broadcast(event: string, data: unknown): Promise<Buffer> {
     seq++;
     const bytes = frame(event, data);
+    // Kept first: a stream resuming while this one is written replays it.
     backlog.push({ seq, frame: bytes });
     if (backlog.length > REPLAY_EVENTS) backlog.shift();
-    let sent = 0;
-    for (const client of clients) if (!client.pending && write(client, bytes)) sent++;
+    const sent = await writeAll(
+      [...clients].filter((c) => !c.pending),
+      bytes,
+    );
     metrics.sseEventsSent.inc({ event }, sent);
     return bytes;
   }
 
   /** With the waiting room on: a `queue` event whenever its state moved since the last one. */
-  function tellRoom(r: Room) {
+  async function tellRoom(r: Room) {
     const state = r.state();
     const key = JSON.stringify(state);
-    if (key !== roomSent?.key) roomSent = { key, frame: broadcast('queue', state) };
+    if (key !== roomSent?.key) roomSent = { key, frame: await broadcast('queue', state) };
   }
 
   async function load(): Promise<SaleState> {
@@ -167,55 +195,58 @@ export function createBroadcaster(deps: Deps) {
       const next = await load();
       // Clients that watched the previous sale hear of the next one; the new
       // sale's sold items follow as soon as they are read.
-      if (sale) broadcast('rotated', snapshot(next));
+      if (sale) await broadcast('rotated', snapshot(next));
       sale = next;
     }
-    if (room) tellRoom(room);
+    if (room) await tellRoom(room);
     const sold = await readSold(sale);
     if (!sold) return; // not loaded in Redis yet (a new sale, a Redis restart): the scheduler loads it
     if (!sale.known) {
       sale.known = true;
       if (sold.size > 0) {
         sale.sold = sold;
-        broadcast('sale', snapshot(sale));
+        await broadcast('sale', snapshot(sale));
       }
     } else if (sold !== sale.sold) {
       const added = [...sold].filter((i) => !sale!.sold.has(i));
       const removed = [...sale.sold].filter((i) => !sold.has(i));
       sale.sold = sold;
-      if (added.length + removed.length > MAX_LISTED_CHANGES) broadcast('sale', snapshot(sale));
+      if (added.length + removed.length > MAX_LISTED_CHANGES) await broadcast('sale', snapshot(sale));
       // `unsold`: reservations PostgreSQL never confirmed, given back by the reconciler.
-      else broadcast('sold', { ...counts(sale), sold: added, unsold: removed });
+      else await broadcast('sold', { ...counts(sale), sold: added, unsold: removed });
     }
     if (!sale.soldOutSent && sale.sold.size >= sale.total_items) {
       sale.soldOutSent = true;
-      broadcast('sold_out', counts(sale));
+      await broadcast('sold_out', counts(sale));
     }
     const fresh = [...clients].filter((c) => c.pending);
     if (fresh.length > 0) {
-      const bytes = frame('sale', snapshot(sale));
-      for (const client of fresh) {
-        client.pending = false;
-        if (write(client, bytes)) metrics.sseEventsSent.inc({ event: 'sale' });
-        if (roomSent && write(client, roomSent.frame)) metrics.sseEventsSent.inc({ event: 'queue' });
-      }
+      for (const client of fresh) client.pending = false;
+      metrics.sseEventsSent.inc({ event: 'sale' }, await writeAll(fresh, frame('sale', snapshot(sale))));
+      if (roomSent) metrics.sseEventsSent.inc({ event: 'queue' }, await writeAll(fresh, roomSent.frame));
     }
     if (Date.now() - lastHeartbeat >= config.STREAM_HEARTBEAT_MS) {
       lastHeartbeat = Date.now();
-      for (const client of clients) write(client, HEARTBEAT);
+      await writeAll([...clients], HEARTBEAT);
     }
     metrics.sseBroadcastLag.observe((performance.now() - started) / 1000);
   }
-  function schedule() {
+  /**
+   * The next read starts STREAM_INTERVAL_MS after this one started, not after
+   * it ended: a broadcast written in slices while a stampede is served takes
+   * a few hundred milliseconds, which would otherwise add to every event's wait.
+   */
+  function schedule(delay = config.STREAM_INTERVAL_MS) {
     timer = setTimeout(() => {
+      const started = Date.now();
       tick()
         .catch((err: unknown) => log.warn({ err }, 'event broadcast skipped: could not read the sale'))
-        .finally(() => !closing && schedule());
-    }, config.STREAM_INTERVAL_MS);
+        .finally(() => !closing && schedule(Math.max(0, config.STREAM_INTERVAL_MS - (Date.now() - started))));
+    }, delay);
   }
 
   return {
-    start: schedule,
+    start: () => schedule(),
     /** Whether another stream may open now. */
     accepting: () => !closing && clients.size < config.MAX_STREAMS,
     size: () => clients.size,
