@@ -23,37 +23,58 @@ export function createBatcher<Row, Result>(
   flush: (rows: Row[]) => Promise<Result[]>,
   { timeoutMs, maxBatch = 1000 }: { timeoutMs: number; maxBatch?: number },
 ): Batcher<Row, Result> {
-  type Pending = { row: Row; deadline: number; resolve: (r: Result) => void; reject: (e: unknown) => void };
-  const queue: Pending[] = [];
-  const waiting = new Set<Pending>();
+  /** A row and its caller; `settled` once answered, by its flush or by the sweep. */
+  type Pending = {
+    row: Row;
+    deadline: number;
+    settled: boolean;
+    resolve: (r: Result) => void;
+    reject: (e: unknown) => void;
+  };
+  // Arrays and a flag, not a Set of waiters: with a Set, which every request
+  // entered and left, young collections promoted a third more of the
+  // requests' objects under a stampede (docs/PERFORMANCE.md, "What the
+  // scavenges promote").
+  let queue: Pending[] = [];
+  /** The batch being flushed (one at a time), for the sweep. */
+  let flushing: Pending[] = [];
   let running: Promise<void> | undefined;
   let sweeper: NodeJS.Timeout | undefined;
 
   // One timer for every waiter (a timer per row would cost more than the row).
   function sweep() {
     const now = Date.now();
-    for (const p of waiting) {
-      if (p.deadline > now) continue;
-      waiting.delete(p);
-      const queued = queue.indexOf(p);
-      if (queued >= 0) queue.splice(queued, 1);
-      p.reject(unavailable('database'));
+    const late = (p: Pending) => !p.settled && p.deadline <= now;
+    for (const p of flushing) if (late(p)) settle(p).reject(unavailable('database'));
+    if (queue.some(late)) {
+      // Still queued: dropped, never written.
+      for (const p of queue) if (late(p)) settle(p).reject(unavailable('database'));
+      queue = queue.filter((p) => !p.settled);
     }
-    if (waiting.size === 0) {
+    if (queue.length === 0 && !running) {
       clearInterval(sweeper);
       sweeper = undefined;
     }
   }
 
+  function settle(p: Pending): Pending {
+    p.settled = true;
+    return p;
+  }
+
   async function run(): Promise<void> {
     while (queue.length > 0) {
-      const batch = queue.splice(0, maxBatch);
+      let batch = queue;
+      if (batch.length <= maxBatch) queue = [];
+      else [batch, queue] = [batch.slice(0, maxBatch), batch.slice(maxBatch)];
+      flushing = batch;
       try {
         const results = await flush(batch.map((p) => p.row));
-        batch.forEach((p, i) => waiting.delete(p) && p.resolve(results[i] as Result));
+        batch.forEach((p, i) => !p.settled && settle(p).resolve(results[i] as Result));
       } catch (err) {
-        for (const p of batch) if (waiting.delete(p)) p.reject(err);
+        for (const p of batch) if (!p.settled) settle(p).reject(err);
       }
+      flushing = [];
     }
     running = undefined;
   }
@@ -61,9 +82,7 @@ export function createBatcher<Row, Result>(
   return {
     add(row) {
       return new Promise<Result>((resolve, reject) => {
-        const p = { row, deadline: Date.now() + timeoutMs, resolve, reject };
-        queue.push(p);
-        waiting.add(p);
+        queue.push({ row, deadline: Date.now() + timeoutMs, settled: false, resolve, reject });
         sweeper ??= setInterval(sweep, Math.max(10, timeoutMs / 10)).unref();
         // Start on the next turn so rows enqueued in this one share the batch.
         running ??= new Promise<void>((done) => setImmediate(done)).then(run);
