@@ -187,22 +187,20 @@ describe('GET /sales/active/events, to 2,000 watchers at once', () => {
         async () => watchers.every((w) => w.state.snapshot) || undefined,
         20_000,
       );
-      const toldWhenAnswered = new Promise<number>((answered) => {
+      const answered = new Promise<{ answer: string; toldBefore: number }>((done) => {
         // The first stream told of the purchase: the broadcast has begun. A
         // request sent now is refused at once (an item id that is not one),
         // so its answer waits only for the event loop.
         onFirstTold = () => {
           buyer.write(`POST /checkout?user_id=ev-m&id=nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`);
-          buyer.once('data', (answer: string) => {
-            assert.match(answer, /^HTTP\/1\.1 400 /);
-            answered(told);
-          });
+          buyer.once('data', (answer: string) => done({ answer, toldBefore: told }));
         };
       });
       const checkout = await app.inject({ method: 'POST', url: `/checkout?user_id=ev-m&id=${itemId(sale, 7)}` });
       const { code } = json<{ code: string }>(checkout);
       assert.equal((await app.inject({ method: 'POST', url: `/purchase?code=${code}` })).statusCode, 200);
-      const toldBefore = await toldWhenAnswered;
+      const { answer, toldBefore } = await answered;
+      assert.match(answer, /^HTTP\/1\.1 400 /);
       await waitFor('every stream told of the purchase', async () => told === 2000 || undefined, 20_000);
       // Written in one go, all 2,000 streams would be told before the service
       // read the buyer's request; in slices, the answer comes between them.
