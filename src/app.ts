@@ -47,7 +47,7 @@ export interface AppOptions {
 export async function buildApp({ config, clock = systemClock, logger }: AppOptions) {
   const log = logger ?? pino({ level: config.LOG_LEVEL });
   const metrics = createMetrics();
-  const db = createDb(config, metrics);
+  const db = createDb(config, metrics, log);
   const partitions = partitionsTable(db, config);
   const data = {
     sales: salesTables(db),

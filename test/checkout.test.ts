@@ -147,3 +147,37 @@ describe('POST /checkout of an item PostgreSQL confirmed sold (answered from mem
     assert.equal(await scriptRuns(third), 0);
   });
 });
+
+describe('POST /checkout and POST /purchase: the group commit writes through named prepared statements', () => {
+  let env: TestEnv;
+  let app: App;
+
+  before(async () => {
+    // One connection: the statements this test lists are on the connection the inserts used.
+    env = await testEnv({ DB_POOL_SIZE: '1' });
+    app = await env.app();
+  });
+  after(() => env.close());
+
+  it('prepares each insert once on its connection and runs it for every batch', async () => {
+    const sale = json<{ id: string }>(await app.inject('/sales/active')).id;
+    const codes: string[] = [];
+    for (const user of ['erin', 'frank', 'grace']) {
+      const res = await app.inject({ method: 'POST', url: `/checkout?user_id=${user}&id=${sale}-00010` });
+      if (res.statusCode === 200) codes.push(json<{ code: string }>(res).code);
+    }
+    assert.equal(codes.length, 3);
+    assert.equal((await app.inject({ method: 'POST', url: `/purchase?code=${codes[0]}` })).statusCode, 200);
+
+    const { rows } = await app.deps.db.query<{ name: string; runs: number }>(
+      'select',
+      'none',
+      'SELECT name, (generic_plans + custom_plans)::int AS runs FROM pg_prepared_statements ORDER BY name',
+    );
+    // Three checkouts one after the other: three batches of one attempt; one purchase: one batch.
+    assert.deepEqual(rows, [
+      { name: 'checkout_attempts_insert', runs: 3 },
+      { name: 'purchases_insert', runs: 1 },
+    ]);
+  });
+});

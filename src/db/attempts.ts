@@ -47,6 +47,7 @@ export function attemptsTable(db: Db, timeoutMs: number, partitions: Pick<Partit
        FROM json_to_recordset($1::json)
          AS x("saleId" text, "itemId" text, "userId" text, outcome text, code text, at float8)`,
       [JSON.stringify(rows)],
+      'checkout_attempts_insert',
     );
   const inserts = createBatcher<AttemptRow, undefined>(
     async (rows) => {

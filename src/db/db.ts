@@ -2,8 +2,17 @@
  * All SQL goes through here: every query is timed into
  * db_query_duration_seconds{query_type,table} and failures are counted.
  * Every statement is parameterised; no caller builds SQL from input.
+ *
+ * The group commit's inserts, run hundreds of times a second, are named
+ * prepared statements: PostgreSQL parses and plans each once per connection
+ * instead of once per batch (docs/ARCHITECTURE.md, decision table).
+ * PgBouncer before 1.21 in transaction pooling sends a Bind to a server
+ * connection that never saw its Parse; the first such refusal turns names off
+ * for this process and the query runs again unnamed (a refused Parse or Bind
+ * executes nothing). See docs/operations.md, "PgBouncer and pool sizing".
  */
 import pg from 'pg';
+import type { Logger } from 'pino';
 
 import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
@@ -11,7 +20,13 @@ import { children, type Metrics } from '../metrics/metrics.js';
 
 export type QueryType = 'select' | 'insert' | 'ddl';
 
-export function createDb(config: Config, metrics: Metrics) {
+/**
+ * PostgreSQL's word that the named statement is not on this server connection
+ * (26000) or already is (42P05): it is not the connection pg prepared it on.
+ */
+const statementElsewhere = (err: unknown) => ['26000', '42P05'].includes((err as { code?: string }).code ?? '');
+
+export function createDb(config: Config, metrics: Metrics, log?: Pick<Logger, 'warn'>) {
   const pool = new pg.Pool({
     connectionString: config.DATABASE_URL,
     max: config.DB_POOL_SIZE,
@@ -25,6 +40,7 @@ export function createDb(config: Config, metrics: Metrics) {
   pool.on('error', () => {});
 
   const failures = children(metrics.dbQueryErrors);
+  let named = true;
   type Runner = Pick<pg.Pool, 'query'>;
   const timedOn =
     (runner: Runner) =>
@@ -33,9 +49,23 @@ export function createDb(config: Config, metrics: Metrics) {
       table: string,
       text: string,
       values: unknown[] = [],
+      /** A name for a statement run hundreds of times a second: prepared once per connection. */
+      name?: string,
     ): Promise<pg.QueryResult<R>> => {
       const end = metrics.dbQueryDuration.labels(queryType, table).startTimer();
       try {
+        if (name && named) {
+          try {
+            return await runner.query<R>({ name, text, values });
+          } catch (err) {
+            if (!statementElsewhere(err)) throw err;
+            named = false;
+            log?.warn(
+              { err },
+              'named prepared statements are off: the pooler in front of PostgreSQL does not keep them',
+            );
+          }
+        }
         return await runner.query<R>(text, values);
       } catch (err) {
         failures(queryType, table).inc();

@@ -48,6 +48,7 @@ export function purchasesTable(db: Db, timeoutMs: number) {
            AS x("saleId" text, "itemId" text, "userId" text, slot int, code text, at float8)
          ON CONFLICT DO NOTHING RETURNING code`,
         [JSON.stringify(rows)],
+        'purchases_insert',
       );
       const done = new Set(inserted.map((r) => r.code));
       return rows.map((r) => done.has(r.code));
