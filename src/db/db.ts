@@ -59,11 +59,14 @@ export function createDb(config: Config, metrics: Metrics, log?: Pick<Logger, 'w
             return await runner.query<R>({ name, text, values });
           } catch (err) {
             if (!statementElsewhere(err)) throw err;
-            named = false;
-            log?.warn(
-              { err },
-              'named prepared statements are off: the pooler in front of PostgreSQL does not keep them',
-            );
+            // Inserts in flight on other connections may be refused too: one warning.
+            if (named) {
+              named = false;
+              log?.warn(
+                { err },
+                'named prepared statements are off: the pooler in front of PostgreSQL does not keep them',
+              );
+            }
           }
         }
         return await runner.query<R>(text, values);
