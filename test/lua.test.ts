@@ -179,6 +179,25 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.equal(await scripts().unlock(keys.purchaseLock('c'), 'mine'), true);
   });
 
+  it('unlock-announce-1: publishes the purchase whoever holds the lock; only the owner releases it', async () => {
+    const channel = `${env.config.REDIS_PREFIX}:test-sold`;
+    const heard: string[] = [];
+    const listener = app.deps.redis.client.duplicate();
+    await listener.connect();
+    try {
+      await listener.subscribe(channel, (message) => heard.push(message));
+      await app.deps.redis.command('set', ['SET', keys.purchaseLock('c'), 'mine']);
+      assert.equal(await scripts().unlockAnnounce(keys.purchaseLock('c'), 'yours', channel, 'first'), false);
+      assert.equal(await app.deps.redis.command('get', ['GET', keys.purchaseLock('c')]), 'mine', 'a stranger');
+      assert.equal(await scripts().unlockAnnounce(keys.purchaseLock('c'), 'mine', channel, 'second'), true);
+      assert.equal(await app.deps.redis.command('exists', ['EXISTS', keys.purchaseLock('c')]), 0, 'the owner');
+      await waitFor('both messages', async () => (heard.length === 2 ? true : undefined));
+      assert.deepEqual(heard, ['first', 'second']);
+    } finally {
+      await listener.close();
+    }
+  });
+
   it('reclaim-4: never while the code is locked or the value changed; otherwise frees item and slot', async () => {
     await checkout('u', 1, 'c1');
     await purchase('c1');

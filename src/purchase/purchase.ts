@@ -106,9 +106,15 @@ export function createPurchase(deps: PurchaseDeps) {
    */
   async function confirm(keys: SaleKeys, row: PurchaseRow, token: string, fresh: boolean): Promise<Answer | 'retry'> {
     const lockHeld = locks.record.acquired('purchase');
-    const unlock = () => {
+    const lock = keys.purchaseLock(row.code);
+    /** `announce`: a committed purchase's message, published in the same round trip as the unlock. */
+    const unlock = (announce?: string) => {
       lockHeld();
-      return redis.scripts.unlock(keys.purchaseLock(row.code), token).catch(() => false);
+      const released =
+        announce === undefined
+          ? redis.scripts.unlock(lock, token)
+          : redis.scripts.unlockAnnounce(lock, token, soldCache.channel, announce);
+      return released.catch(() => false);
     };
     let inserted: boolean;
     try {
@@ -130,15 +136,19 @@ export function createPurchase(deps: PurchaseDeps) {
             slot: row.slot,
             token,
           })
-        : redis.scripts.unlock(keys.purchaseLock(row.code), token);
+        : redis.scripts.unlock(lock, token);
       await undo.catch(() => {}); // Redis down too: the lock expires and the reconciler reclaims.
       throw err;
     }
+    if (inserted) {
+      // Committed: every instance may now answer its checkouts from memory.
+      // The answer does not wait for the unlock: the purchase is durable, and
+      // a purchase with this code that finds the lock still held waits for
+      // the purchase it guards and replays it (waitForOtherPurchase).
+      void unlock(soldCache.remember(row));
+      return { outcome: 'success', body: body(row) };
+    }
     try {
-      if (inserted) {
-        soldCache.confirmed(row); // committed: every instance may now answer its checkouts from memory
-        return { outcome: 'success', body: body(row) };
-      }
       const resolved = await resolveConflict(keys, row);
       return resolved === 'retry' ? 'retry' : replay(resolved);
     } finally {

@@ -189,6 +189,8 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
           : onServer('purchase', (id) => client.purchase(p, id)),
       release: (p: ReleaseInput) => timed('release', routed().release(p)),
       unlock: (key: string, token: string) => timed('unlock', routed().unlock(key, token)),
+      unlockAnnounce: (key: string, token: string, channel: string, message: string) =>
+        timed('unlock_announce', routed().unlockAnnounce(key, token, channel, message)),
       sync: (p: SyncInput) => timed('sync', routed().sync(p)),
       reclaim: (keys: SaleKeys, index: number, seen: string) => timed('reclaim', routed().reclaim(keys, index, seen)),
       queueJoin: (p: QueueJoinInput) => timed('queue_join', routed().queueJoin(p)),

@@ -187,6 +187,20 @@ const unlock = defineScript({
   transformReply: (reply: number) => reply === 1,
 });
 
+/**
+ * Releases a purchase lock by its owner and publishes a committed purchase on
+ * `channel`; true if the lock was still held by that owner.
+ */
+const unlockAnnounce = defineScript({
+  SCRIPT: source('unlock-announce-1.lua'),
+  NUMBER_OF_KEYS: 1,
+  parseCommand(parser: CommandParser, key: string, token: string, channel: string, message: string) {
+    parser.pushKey(key);
+    parser.push(token, channel, message);
+  },
+  transformReply: (reply: number) => reply === 1,
+});
+
 export interface SyncInput {
   keys: SaleKeys;
   /** The item PostgreSQL knows, and its purchase if it is sold. */
@@ -374,6 +388,7 @@ export const SCRIPTS = {
   purchase,
   release,
   unlock,
+  unlockAnnounce,
   sync,
   reclaim,
   queueJoin,

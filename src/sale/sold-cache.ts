@@ -60,6 +60,12 @@ export function createSoldCache(deps: SoldCacheDeps) {
     );
   }
 
+  function remember(p: Bought): string {
+    const index = ids.parseItemId(p.itemId).index;
+    add(p.saleId, index, p);
+    return `${p.saleId}|${index}|${p.userId}|${p.code}|${p.at}`;
+  }
+
   /** The purchase a code of the active sale made, if PostgreSQL is known to have confirmed it. */
   function purchaseOf(sale: string, code: string): Bought | undefined {
     if (sale !== saleId) switchTo(sale);
@@ -104,13 +110,18 @@ export function createSoldCache(deps: SoldCacheDeps) {
         waiting.add(done);
       });
     },
-    /** A purchase PostgreSQL just confirmed (committed): remembered here and told to every instance. */
-    confirmed(p: { saleId: string; itemId: string; userId: string; code: string; at: number }) {
-      const index = ids.parseItemId(p.itemId).index;
-      add(p.saleId, index, p);
+    /** The channel every instance announces the purchases it committed on. */
+    channel,
+    /**
+     * A purchase PostgreSQL just committed, remembered here; returns the
+     * message that tells the other instances, for the caller to publish on
+     * `channel` in a round trip it makes anyway (unlock-announce-1.lua).
+     */
+    remember,
+    /** A purchase PostgreSQL confirmed (committed): remembered here and told to every instance. */
+    confirmed(p: Bought) {
       // Not awaited: the answer does not wait for it, and a lost message costs only the slow path.
-      const message = `${p.saleId}|${index}|${p.userId}|${p.code}|${p.at}`;
-      redis.command('publish', ['PUBLISH', channel, message]).catch(() => {});
+      redis.command('publish', ['PUBLISH', channel, remember(p)]).catch(() => {});
     },
     /** Subscribes; connecting retries by itself while Redis is down (await it only if Redis is up). */
     start(): Promise<void> {
