@@ -16,7 +16,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { cpuSeconds, family, latencyBuckets, metricSum, peakRssMb, quantile, wrk, type WrkResult } from './measure.js';
+import {
+  cpuSeconds,
+  family,
+  latencyBuckets,
+  metricSum,
+  peakRssMb,
+  quantile,
+  wrk,
+  wrkAsync,
+  type WrkResult,
+} from './measure.js';
+import { watchPhases, type Phase, type Phases } from './phases.js';
 import { writeResults } from './results.js';
 import { pinnedBench } from './pinned.js';
 import { jwtLoad, verificationShares } from './auth.js';
@@ -66,6 +77,8 @@ interface Row {
   peakRssMb: number;
   saleCreationMs: number;
   coldStartMs: number;
+  /** The stampede's selling and sold-out phases (phases.ts), when watched. */
+  phases?: Phases;
 }
 
 /** One load against a fresh database and a fresh service. */
@@ -76,6 +89,8 @@ async function scenario(
   profileDir?: string,
   /** More environment, for the service and wrk alike (AUTH=jwt: tools/bench/auth.ts). */
   env: Record<string, string> = {},
+  /** Watch the sale sell out (phases.ts). */
+  phased = false,
 ): Promise<Row> {
   const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const service = await startService({ workers, nodeFlags: flags, env });
@@ -88,7 +103,9 @@ async function scenario(
     const cpuBefore = cpuSeconds(pids);
     const before = await latencyBuckets(base);
     const t0 = Date.now();
-    const result = wrk(base, seconds, connections, `${here}${script}`, { SALE: sale, ITEMS: '10000', ...env });
+    const load = wrkAsync(base, seconds, connections, `${here}${script}`, { SALE: sale, ITEMS: '10000', ...env });
+    const phases = phased ? await watchPhases(base, pids, 10_000, load) : undefined;
+    const result = await load;
     const elapsed = (Date.now() - t0) / 1000;
     const cpuCores = (cpuSeconds(pids) - cpuBefore) / elapsed;
     // With several workers each scrape reaches one of them: the server-side
@@ -104,6 +121,7 @@ async function scenario(
       peakRssMb: peakRssMb(pids),
       saleCreationMs: creation * 1000,
       coldStartMs,
+      phases,
     };
     log(`${name} (${workers} process${workers > 1 ? 'es' : ''}): ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms`);
     return row;
@@ -154,7 +172,7 @@ if (values.streams) {
 
 const pairs: { hello: WrkResult; stampede: Row }[] = [];
 for (let round = 0; round < Number(values.rounds ?? 3); round++) {
-  pairs.push({ hello: await baseline(), stampede: await scenario('stampede', 'stampede.lua', 1) });
+  pairs.push({ hello: await baseline(), stampede: await scenario('stampede', 'stampede.lua', 1, undefined, {}, true) });
 }
 const ratioOf = (p: (typeof pairs)[number]) => p.stampede.wrk.rps / p.hello.rps;
 const byRatio = [...pairs].sort((a, b) => ratioOf(a) - ratioOf(b));
@@ -198,6 +216,13 @@ const verifyUs = cpuPerRequest(jwtOn) - cpuPerRequest(jwtOff);
 log(`AUTH=jwt: ${verifyUs.toFixed(0)} µs of CPU per request`);
 
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
+/** A phase's length, rate and the service's CPU per request. */
+const phase = (p: Phase) =>
+  `${f(p.seconds)} s at ${f(p.requests / p.seconds, 0)} req/s, ${f((p.cpu * 1e6) / p.requests, 0)} µs of CPU a request`;
+const phasesOf = (r: Row) =>
+  r.phases!.soldOut.requests > 0
+    ? `selling ${phase(r.phases!.selling)}; sold out ${phase(r.phases!.soldOut)}`
+    : `selling ${phase(r.phases!.selling)}; not sold out within the load`;
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
 const lines = [
   `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` (wrk, 2 threads, ${connections} connections, ${seconds} s per load; a fresh database and service per load).`,
@@ -213,6 +238,8 @@ const lines = [
   ),
   '',
   `The yardstick and the stampede alternated ${pairs.length} times: ${pairs.map((p) => `${f(p.stampede.wrk.rps, 0)} / ${f(p.hello.rps, 0)} req/s (${f(ratioOf(p) * 100, 0)}%)`).join(', ')}. The table shows the median round; the other loads are compared with its yardstick.`,
+  '',
+  `The stampede in its two phases (tools/bench/phases.ts: until its 10,000 items are sold, then checkouts of sold items answered from memory), round by round: ${pairs.map((p) => phasesOf(p.stampede)).join(' | ')}.`,
   '',
   `Creating a 10,000-item sale: ${f(stampede.saleCreationMs, 0)} ms. Cold start to healthy: ${f(stampede.coldStartMs, 0)} ms.`,
   '',

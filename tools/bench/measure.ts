@@ -174,11 +174,11 @@ export function quantile(q: number, before: Map<number, number>, after: Map<numb
   return NaN;
 }
 
-/** A metric's value summed over its series, from the text exposition. */
+/** A metric's value summed over its series, from a scrape's text. */
+export const seriesSum = (text: string, name: string): number =>
+  [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([\\d.e+-]+)$`, 'gm'))].reduce((s, m) => s + Number(m[1]), 0);
+
+/** A metric's value summed over its series, from the service's /metrics. */
 export async function metricSum(base: string, name: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([\\d.e+-]+)$`, 'gm'))].reduce(
-    (s, m) => s + Number(m[1]),
-    0,
-  );
+  return seriesSum(await (await fetch(`${base}/metrics`)).text(), name);
 }
