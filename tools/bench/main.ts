@@ -86,11 +86,18 @@ async function scenario(
   name: string,
   script: string,
   workers: number,
-  profileDir?: string,
-  /** More environment, for the service and wrk alike (AUTH=jwt: tools/bench/auth.ts). */
-  env: Record<string, string> = {},
-  /** Watch the sale sell out (phases.ts). */
-  phased = false,
+  {
+    profileDir,
+    env = {},
+    phased = false,
+  }: {
+    /** Run under `--cpu-prof`, its profile written here. */
+    profileDir?: string;
+    /** More environment, for the service and wrk alike (AUTH=jwt: tools/bench/auth.ts). */
+    env?: Record<string, string>;
+    /** Watch the sale sell out (phases.ts). */
+    phased?: boolean;
+  } = {},
 ): Promise<Row> {
   const flags = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const service = await startService({ workers, nodeFlags: flags, env });
@@ -172,7 +179,7 @@ if (values.streams) {
 
 const pairs: { hello: WrkResult; stampede: Row }[] = [];
 for (let round = 0; round < Number(values.rounds ?? 3); round++) {
-  pairs.push({ hello: await baseline(), stampede: await scenario('stampede', 'stampede.lua', 1, undefined, {}, true) });
+  pairs.push({ hello: await baseline(), stampede: await scenario('stampede', 'stampede.lua', 1, { phased: true }) });
 }
 const ratioOf = (p: (typeof pairs)[number]) => p.stampede.wrk.rps / p.hello.rps;
 const byRatio = [...pairs].sort((a, b) => ratioOf(a) - ratioOf(b));
@@ -187,7 +194,7 @@ const rows: Row[] = [
 
 // A shorter stampede under the V8 profiler, only to see what the metrics cost.
 const profileDir = mkdtempSync(join(tmpdir(), 'fs-bench-prof-'));
-await scenario('stampede (profiled)', 'stampede.lua', 1, profileDir);
+await scenario('stampede (profiled)', 'stampede.lua', 1, { profileDir });
 const instrumentation = instrumentationShare(join(profileDir, readdirSync(profileDir)[0]!));
 rmSync(profileDir, { recursive: true, force: true });
 log(`instrumentation: ${(instrumentation * 100).toFixed(1)}% of the service's busy CPU`);
@@ -196,12 +203,14 @@ log(`instrumentation: ${(instrumentation * 100).toFixed(1)}% of the service's bu
 // then a shorter profiled run to see what verifying, and importing keys, costs.
 const jwtDir = mkdtempSync(join(tmpdir(), 'fs-bench-jwt-'));
 const jwt = await jwtLoad(jwtDir);
-const jwtOff = await scenario('stampede-jwt, AUTH=off', 'stampede-jwt.lua', 1, undefined, jwt.wrkEnv);
-const jwtOn = await scenario('stampede-jwt, AUTH=jwt', 'stampede-jwt.lua', 1, undefined, {
-  ...jwt.wrkEnv,
-  ...jwt.service,
+const jwtOff = await scenario('stampede-jwt, AUTH=off', 'stampede-jwt.lua', 1, { env: jwt.wrkEnv });
+const jwtOn = await scenario('stampede-jwt, AUTH=jwt', 'stampede-jwt.lua', 1, {
+  env: { ...jwt.wrkEnv, ...jwt.service },
 });
-await scenario('stampede-jwt (profiled)', 'stampede-jwt.lua', 1, jwtDir, { ...jwt.wrkEnv, ...jwt.service });
+await scenario('stampede-jwt (profiled)', 'stampede-jwt.lua', 1, {
+  profileDir: jwtDir,
+  env: { ...jwt.wrkEnv, ...jwt.service },
+});
 const verification = verificationShares(
   join(
     jwtDir,
