@@ -179,7 +179,7 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.equal(await scripts().unlock(keys.purchaseLock('c'), 'mine'), true);
   });
 
-  it('unlock-announce-1: publishes the purchase whoever holds the lock; only the owner releases it', async () => {
+  it('unlock-1 with a message: publishes it whoever holds the lock; only the owner releases it', async () => {
     const channel = `${env.config.REDIS_PREFIX}:test-sold`;
     const heard: string[] = [];
     const listener = app.deps.redis.client.duplicate();
@@ -187,9 +187,9 @@ describe('Lua scripts, run directly against Redis', () => {
     try {
       await listener.subscribe(channel, (message) => heard.push(message));
       await app.deps.redis.command('set', ['SET', keys.purchaseLock('c'), 'mine']);
-      assert.equal(await scripts().unlockAnnounce(keys.purchaseLock('c'), 'yours', channel, 'first'), false);
+      assert.equal(await scripts().unlock(keys.purchaseLock('c'), 'yours', { channel, message: 'first' }), false);
       assert.equal(await app.deps.redis.command('get', ['GET', keys.purchaseLock('c')]), 'mine', 'a stranger');
-      assert.equal(await scripts().unlockAnnounce(keys.purchaseLock('c'), 'mine', channel, 'second'), true);
+      assert.equal(await scripts().unlock(keys.purchaseLock('c'), 'mine', { channel, message: 'second' }), true);
       assert.equal(await app.deps.redis.command('exists', ['EXISTS', keys.purchaseLock('c')]), 0, 'the owner');
       await waitFor('both messages', async () => (heard.length === 2 ? true : undefined));
       assert.deepEqual(heard, ['first', 'second']);

@@ -9,7 +9,7 @@ import { AppError, unavailable } from '../errors.js';
 import type { Infra } from '../infra.js';
 import { saleKeys, type SaleKeys } from '../redis/keys.js';
 import { PURCHASE_LOCK_TTL_MS } from '../redis/lock.js';
-import { rateLimits, type PurchaseInput } from '../redis/scripts.js';
+import { rateLimits, type Announcement, type PurchaseInput } from '../redis/scripts.js';
 import { imageUrl, itemName } from '../sale/catalog.js';
 import type { Sales } from '../sale/sales.js';
 import type { SoldCache } from '../sale/sold-cache.js';
@@ -108,13 +108,9 @@ export function createPurchase(deps: PurchaseDeps) {
     const lockHeld = locks.record.acquired('purchase');
     const lock = keys.purchaseLock(row.code);
     /** `announce`: a committed purchase's message, published in the same round trip as the unlock. */
-    const unlock = (announce?: string) => {
+    const unlock = (announce?: Announcement) => {
       lockHeld();
-      const released =
-        announce === undefined
-          ? redis.scripts.unlock(lock, token)
-          : redis.scripts.unlockAnnounce(lock, token, soldCache.channel, announce);
-      return released.catch(() => false);
+      return redis.scripts.unlock(lock, token, announce).catch(() => false);
     };
     let inserted: boolean;
     try {

@@ -34,6 +34,7 @@ import {
   type QueueJoinInput,
   type ReleaseInput,
   type SyncInput,
+  type Announcement,
 } from './scripts.js';
 import type { QueueKeys, SaleKeys } from './keys.js';
 
@@ -188,9 +189,8 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
             )
           : onServer('purchase', (id) => client.purchase(p, id)),
       release: (p: ReleaseInput) => timed('release', routed().release(p)),
-      unlock: (key: string, token: string) => timed('unlock', routed().unlock(key, token)),
-      unlockAnnounce: (key: string, token: string, channel: string, message: string) =>
-        timed('unlock_announce', routed().unlockAnnounce(key, token, channel, message)),
+      unlock: (key: string, token: string, announce?: Announcement) =>
+        timed('unlock', routed().unlock(key, token, announce)),
       sync: (p: SyncInput) => timed('sync', routed().sync(p)),
       reclaim: (keys: SaleKeys, index: number, seen: string) => timed('reclaim', routed().reclaim(keys, index, seen)),
       queueJoin: (p: QueueJoinInput) => timed('queue_join', routed().queueJoin(p)),

@@ -176,27 +176,20 @@ const release = defineScript({
   transformReply: (reply: number) => reply === 1,
 });
 
-/** Releases a lock by its owner; true if it was still held by that owner. */
+/** A message published by the call that releases a lock. */
+export interface Announcement {
+  channel: string;
+  message: string;
+}
+
+/** Releases a lock by its owner, publishing `announce` if given; true if it was still held by that owner. */
 const unlock = defineScript({
   SCRIPT: source('unlock-1.lua'),
   NUMBER_OF_KEYS: 1,
-  parseCommand(parser: CommandParser, key: string, token: string) {
+  parseCommand(parser: CommandParser, key: string, token: string, announce?: Announcement) {
     parser.pushKey(key);
     parser.push(token);
-  },
-  transformReply: (reply: number) => reply === 1,
-});
-
-/**
- * Releases a purchase lock by its owner and publishes a committed purchase on
- * `channel`; true if the lock was still held by that owner.
- */
-const unlockAnnounce = defineScript({
-  SCRIPT: source('unlock-announce-1.lua'),
-  NUMBER_OF_KEYS: 1,
-  parseCommand(parser: CommandParser, key: string, token: string, channel: string, message: string) {
-    parser.pushKey(key);
-    parser.push(token, channel, message);
+    if (announce) parser.push(announce.channel, announce.message);
   },
   transformReply: (reply: number) => reply === 1,
 });
@@ -388,7 +381,6 @@ export const SCRIPTS = {
   purchase,
   release,
   unlock,
-  unlockAnnounce,
   sync,
   reclaim,
   queueJoin,

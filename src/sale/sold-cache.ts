@@ -18,6 +18,7 @@
  * new sale replaces the old one (10,000 small entries at most).
  */
 import type { Infra } from '../infra.js';
+import type { Announcement } from '../redis/scripts.js';
 
 /** Who bought an item, with which code, and when (purchased_at, epoch ms). */
 export interface SoldItem {
@@ -60,10 +61,10 @@ export function createSoldCache(deps: SoldCacheDeps) {
     );
   }
 
-  function remember(p: Bought): string {
+  function remember(p: Bought): Announcement {
     const index = ids.parseItemId(p.itemId).index;
     add(p.saleId, index, p);
-    return `${p.saleId}|${index}|${p.userId}|${p.code}|${p.at}`;
+    return { channel, message: `${p.saleId}|${index}|${p.userId}|${p.code}|${p.at}` };
   }
 
   /** The purchase a code of the active sale made, if PostgreSQL is known to have confirmed it. */
@@ -110,18 +111,17 @@ export function createSoldCache(deps: SoldCacheDeps) {
         waiting.add(done);
       });
     },
-    /** The channel every instance announces the purchases it committed on. */
-    channel,
     /**
      * A purchase PostgreSQL just committed, remembered here; returns the
-     * message that tells the other instances, for the caller to publish on
-     * `channel` in a round trip it makes anyway (unlock-announce-1.lua).
+     * announcement that tells the other instances, for the caller to publish
+     * in a round trip it makes anyway (the unlock of the purchase's lock).
      */
     remember,
     /** A purchase PostgreSQL confirmed (committed): remembered here and told to every instance. */
     confirmed(p: Bought) {
+      const { message } = remember(p);
       // Not awaited: the answer does not wait for it, and a lost message costs only the slow path.
-      redis.command('publish', ['PUBLISH', channel, remember(p)]).catch(() => {});
+      redis.command('publish', ['PUBLISH', channel, message]).catch(() => {});
     },
     /** Subscribes; connecting retries by itself while Redis is down (await it only if Redis is up). */
     start(): Promise<void> {
