@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 
 import type { App } from '../src/app.js';
+import { MAX_CHECKOUTS_PER_CALL } from '../src/redis/checkouts.js';
 import { queueKeys, saleKeys, type SaleKeys } from '../src/redis/keys.js';
 import { testEnv, type TestEnv } from './helpers.js';
 import { waitFor } from './process.js';
@@ -49,22 +50,89 @@ describe('Lua scripts, run directly against Redis', () => {
   });
   after(() => env.close());
 
-  it('checkout-7: answers not ready while the sale is not loaded', async () => {
+  it('checkout-5+2n: answers not ready, to every checkout of the call, while the sale is not loaded', async () => {
     await app.deps.redis.command('del', ['DEL', keys.ready]);
-    assert.deepEqual(await checkout('u', 1), { status: 'not_ready' });
+    assert.deepEqual(await Promise.all([checkout('u', 1), checkout('v', 2)]), [
+      { status: 'not_ready' },
+      { status: 'not_ready' },
+    ]);
   });
 
-  it('checkout-7 and purchase-7: state loaded into another Redis server (an old snapshot, a promoted replica) is not ready', async () => {
+  it('checkout-5+2n and purchase-7: state loaded into another Redis server (an old snapshot, a promoted replica) is not ready', async () => {
     await app.deps.redis.command('set', ['SET', keys.ready, 'run-id-of-a-server-that-is-gone']);
     assert.deepEqual(await checkout('u', 1), { status: 'not_ready' });
     assert.deepEqual(await purchase('c1'), { status: 'not_ready' });
     assert.equal(await app.deps.redis.loaded(keys), false);
   });
 
-  it('checkout-7: creates a code once, then returns the same one', async () => {
+  it('checkout-5+2n: creates a code once, then returns the same one', async () => {
     assert.deepEqual(await checkout('u', 1, 'first'), { status: 'ok', code: 'first' });
     assert.deepEqual(await checkout('u', 1, 'second'), { status: 'ok', code: 'first' });
     assert.deepEqual(await hash(keys.owners), ['first', 'u|1']);
+  });
+
+  /** Script calls made so far, from the service's redis_command_duration_seconds. */
+  const checkoutCalls = async () => {
+    const text = (await app.inject('/metrics')).body;
+    return Number(/^redis_command_duration_seconds_count\{command="checkout"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+  };
+
+  it('checkout-5+2n: the checkouts of one turn of the event loop share one call, each decided as if alone, in order', async () => {
+    await checkout('u', 1, 'c1');
+    await purchase('c1');
+    const calls = await checkoutCalls();
+    const answers = await Promise.all([
+      checkout('v', 1, 'v1'),
+      checkout('u', 1, 'new'),
+      checkout('w', 2, 'w2'),
+      checkout('x', 2, 'x2'),
+      checkout('w', 2, 'again'),
+    ]);
+    assert.deepEqual(answers, [
+      { status: 'item_sold' },
+      { status: 'ok', code: 'c1' },
+      { status: 'ok', code: 'w2' },
+      { status: 'ok', code: 'x2' },
+      { status: 'ok', code: 'w2' },
+    ]);
+    assert.equal((await checkoutCalls()) - calls, 1);
+    assert.deepEqual(await hash(keys.owners), ['c1', 'u|1', 'w2', 'w|2', 'x2', 'x|2']);
+  });
+
+  it('checkout-5+2n: in one call, each checkout takes its own tokens in turn', async () => {
+    const limits = { ownRate: 1, ownBurst: 2, ipRate: 0, ipBurst: 1 };
+    const answers = await Promise.all([1, 2, 3].map((i) => checkout('r', i, `r${i}`, limits)));
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      ['ok', 'ok', 'rate_limited'],
+    );
+  });
+
+  it('checkout-5+2n: checkouts of one turn with other limits go in a call of their own', async () => {
+    const calls = await checkoutCalls();
+    const strict = { ownRate: 1, ownBurst: 1, ipRate: 0, ipBurst: 1 };
+    const answers = await Promise.all([
+      checkout('s', 1, 's1', strict),
+      checkout('s', 2, 's2', strict),
+      checkout('t', 1, 't1'),
+      checkout('t', 2, 't2'),
+    ]);
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      ['ok', 'rate_limited', 'ok', 'ok'],
+    );
+    assert.equal((await checkoutCalls()) - calls, 2);
+  });
+
+  it(`checkout-5+2n: more than ${MAX_CHECKOUTS_PER_CALL} checkouts in one turn take several calls, every one answered`, async () => {
+    const calls = await checkoutCalls();
+    const n = 2 * MAX_CHECKOUTS_PER_CALL + 1;
+    const answers = await Promise.all(Array.from({ length: n }, (_, i) => checkout(`b${i}`, i, `b${i}`)));
+    assert.deepEqual(
+      answers,
+      Array.from({ length: n }, (_, i) => ({ status: 'ok', code: `b${i}` })),
+    );
+    assert.equal((await checkoutCalls()) - calls, 3);
   });
 
   it('purchase-7: reserves the lowest free slot, holds the lock, and a second call for the code is refused while locked', async () => {
@@ -82,7 +150,7 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.equal((await purchase('c1', 'another', { rate: 1, charge: true })).status, 'rate_limited');
   });
 
-  it('checkout-7 and purchase-7: a sold item is ITEM_SOLD for others, but its buyer gets the code back', async () => {
+  it('checkout-5+2n and purchase-7: a sold item is ITEM_SOLD for others, but its buyer gets the code back', async () => {
     await checkout('u', 1, 'c1');
     await purchase('c1');
     assert.deepEqual(await checkout('v', 1), { status: 'item_sold' });
@@ -237,7 +305,7 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.equal(await app.deps.redis.command('pexpiretime', ['PEXPIRETIME', q.done]), expireAt);
   });
 
-  it('bucket (in checkout-7): a user over the burst is rate_limited with the wait in ms', async () => {
+  it('bucket (in checkout-5+2n): a user over the burst is rate_limited with the wait in ms', async () => {
     const limited = () => checkout('r', 1, 'code', { ownRate: 1, ownBurst: 2, ipRate: 0, ipBurst: 1 });
     assert.equal((await limited()).status, 'ok');
     assert.equal((await limited()).status, 'ok');

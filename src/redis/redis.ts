@@ -24,10 +24,10 @@ import { createClient, ErrorReply } from 'redis';
 import type { Config } from '../config.js';
 import { unavailable } from '../errors.js';
 import { children, type Metrics } from '../metrics/metrics.js';
+import { batchCheckouts } from './checkouts.js';
 import { clusterNodes, newCluster, type ClusterNodes } from './cluster.js';
 import {
   SCRIPTS,
-  type CheckoutInput,
   type PurchaseInput,
   type QueueAdvanceInput,
   type QueueDoneInput,
@@ -174,13 +174,15 @@ export function createRedis(config: Config, metrics: Metrics, onError: (err: Err
     command,
     /** The scripts, one typed entry each (src/redis/scripts.ts). */
     scripts: {
-      checkout: (p: CheckoutInput) =>
+      /** One checkout; those of one turn of the event loop share a script call (checkouts.ts). */
+      checkout: batchCheckouts((b) =>
         nodes
           ? timed(
               'checkout',
-              nodes.onOwner(p.keys.ready, (node, id) => node.checkout(p, id)),
+              nodes.onOwner(b.keys.ready, (node, id) => node.checkout(b, id)),
             )
-          : onServer('checkout', (id) => client.checkout(p, id)),
+          : onServer('checkout', (id) => client.checkout(b, id)),
+      ),
       purchase: (p: PurchaseInput) =>
         nodes
           ? timed(

@@ -48,6 +48,7 @@ export function parseSold(value: string): SoldEntry {
 
 type Reply = (string | number)[];
 
+/** One checkout request. */
 export interface CheckoutInput {
   keys: SaleKeys;
   userId: string;
@@ -59,33 +60,52 @@ export interface CheckoutInput {
   now: number;
   limits: RateLimits;
 }
+/**
+ * Checkouts of one sale with the same limits, decided in one script call, in
+ * order, at one time (`now`: the latest of theirs).
+ */
+export interface CheckoutBatch {
+  keys: SaleKeys;
+  userLimit: number;
+  now: number;
+  limits: RateLimits;
+  requests: Pick<CheckoutInput, 'userId' | 'index' | 'ip' | 'newCode'>[];
+}
 export type CheckoutResult =
   | { status: 'ok'; code: string }
   | { status: 'not_ready' | 'item_sold' | 'user_full' }
   | { status: 'rate_limited'; retryMs: number };
 
+function checkoutResult(status: string | number | undefined, value: string | number | undefined): CheckoutResult {
+  switch (status) {
+    case 0:
+      return { status: 'ok', code: String(value) };
+    case 1:
+      return { status: 'item_sold' };
+    case 2:
+      return { status: 'user_full' };
+    case 3:
+      return { status: 'rate_limited', retryMs: Number(value) };
+    default:
+      return { status: 'not_ready' };
+  }
+}
+
+/** One result per request of the batch, in its order. */
 const checkout = defineScript({
-  SCRIPT: source('checkout-7.lua'),
-  NUMBER_OF_KEYS: 7,
-  parseCommand(parser: CommandParser, p: CheckoutInput, serverId: string) {
-    const k = p.keys;
-    parser.pushKeys([k.ready, k.sold, k.users, k.owners, k.codes, k.userBucket(p.userId), k.ipBucket(p.ip)]);
-    parser.push(serverId, p.userId, String(p.index), p.newCode, String(p.userLimit), String(p.now));
-    parser.push(...limitArgs(p.limits));
+  SCRIPT: source('checkout-5+2n.lua'),
+  parseCommand(parser: CommandParser, b: CheckoutBatch, serverId: string) {
+    const k = b.keys;
+    const keys = [k.ready, k.sold, k.users, k.owners, k.codes];
+    for (const r of b.requests) keys.push(k.userBucket(r.userId), k.ipBucket(r.ip));
+    parser.pushKeysLength(keys);
+    parser.push(serverId, String(b.userLimit), String(b.now), ...limitArgs(b.limits));
+    for (const r of b.requests) parser.push(r.userId, String(r.index), r.newCode);
   },
-  transformReply(reply: Reply): CheckoutResult {
-    switch (reply[0]) {
-      case 0:
-        return { status: 'ok', code: String(reply[1]) };
-      case 1:
-        return { status: 'item_sold' };
-      case 2:
-        return { status: 'user_full' };
-      case 3:
-        return { status: 'rate_limited', retryMs: Number(reply[1]) };
-      default:
-        return { status: 'not_ready' };
-    }
+  transformReply(reply: Reply): CheckoutResult[] {
+    const results: CheckoutResult[] = [];
+    for (let i = 0; i < reply.length; i += 2) results.push(checkoutResult(reply[i], reply[i + 1]));
+    return results;
   },
 });
 

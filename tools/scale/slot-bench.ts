@@ -1,7 +1,8 @@
 /**
- * How many checkout scripts one Redis server runs per second when every call
+ * How many checkouts one Redis server decides per second when every call
  * hits one slot (one hot sale): the ceiling of a sale on one shard
- * (docs/SCALING.md). Drives redis-benchmark with checkout-7.lua itself, random
+ * (docs/SCALING.md). Drives redis-benchmark with checkout-5+2n.lua itself,
+ * one checkout a call and BATCH a call (as a busy instance sends them), random
  * users and items, rate limits off, and PING in the same run as the yardstick.
  * Usage: node dist/tools/scale/slot-bench.js [redis url] [requests]
  */
@@ -19,8 +20,18 @@ const runId = /run_id:(\w+)/.exec(await client.info('server'))![1]!;
 const tag = `slot-bench:{2099010100}`;
 await client.set(`${tag}:ready`, runId);
 const keys = ['ready', 'sold', 'users', 'owners', 'codes'].map((k) => `${tag}:${k}`);
-const checkout = ['EVALSHA', sha, '7', ...keys, `${tag}:rl:user:u__rand_int__`, `${tag}:rl:ip:1`];
-checkout.push(runId, 'u__rand_int__', '__rand_int__', 'c__rand_int__', '10', String(Date.now()), '0', '1', '0', '1');
+const BATCH = 20;
+/** EVALSHA deciding n checkouts of random users and items. */
+function checkouts(n: number): string[] {
+  const buckets: string[] = [];
+  const requests: string[] = [];
+  for (let i = 0; i < n; i++) {
+    buckets.push(`${tag}:rl:user:u__rand_int__`, `${tag}:rl:ip:1`);
+    requests.push('u__rand_int__', '__rand_int__', 'c__rand_int__');
+  }
+  const args = [runId, '10', String(Date.now()), '0', '1', '0', '1', ...requests];
+  return ['EVALSHA', sha, String(keys.length + buckets.length), ...keys, ...buckets, ...args];
+}
 
 /** Requests per second redis-benchmark reports for one command (32 clients, pipelines of 16). */
 function rate(args: string[]): number {
@@ -29,11 +40,13 @@ function rate(args: string[]): number {
   return Number(/([\d.]+) requests per second/.exec(out)![1]);
 }
 try {
-  const scripts = rate(checkout);
+  const single = rate(checkouts(1));
+  const batched = rate(checkouts(BATCH)) * BATCH;
   const pings = rate(['PING']);
+  const share = (n: number) => `${Math.round((100 * n) / pings)}% of PING`;
   console.log(
-    `checkout-7.lua on one slot: ${Math.round(scripts)} scripts/s; PING ${Math.round(pings)}/s; ` +
-      `${Math.round((100 * scripts) / pings)}% of PING`,
+    `checkout-5+2n.lua on one slot: ${Math.round(single)} checkouts/s one a call (${share(single)}), ` +
+      `${Math.round(batched)} checkouts/s ${BATCH} a call (${share(batched)}); PING ${Math.round(pings)}/s`,
   );
 } finally {
   for await (const found of client.scanIterator({ MATCH: 'slot-bench:*', COUNT: 1000 })) {

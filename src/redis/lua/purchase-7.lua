@@ -5,10 +5,10 @@
   (a replay, or an earlier attempt that crashed) is returned as it is, so
   confirming it is idempotent.
 
-  KEYS[1] ready  KEYS[2] sold  KEYS[3] users  KEYS[4] owners (see checkout-7.lua)
+  KEYS[1] ready  KEYS[2] sold  KEYS[3] users  KEYS[4] owners (see checkout-5+2n.lua)
   KEYS[5] lock   the code's purchase lock (string: owner token)
   KEYS[6] code bucket, KEYS[7] ip bucket (token buckets)
-  ARGV[1] id of this Redis server (see checkout-7.lua)  ARGV[2] code  ARGV[3] user limit
+  ARGV[1] id of this Redis server (see checkout-5+2n.lua)  ARGV[2] code  ARGV[3] user limit
   ARGV[4] lock token  ARGV[5] lock ttl (ms)  ARGV[6] now (ms)
   ARGV[7] code rate/s  ARGV[8] code burst  ARGV[9] ip rate/s  ARGV[10] ip burst
   ARGV[11] 1 to charge the buckets, 0 when the same request calls again (waiting

@@ -2,7 +2,7 @@
   Overwrite Redis with PostgreSQL's truth for one item and one user, after a
   constraint violation showed the two disagree.
 
-  KEYS[1] sold  KEYS[2] users (see checkout-7.lua)
+  KEYS[1] sold  KEYS[2] users (see checkout-5+2n.lua)
   ARGV[1] item index  ARGV[2] "code|slot|purchased_at_ms" of its purchase, or "" if unsold
   ARGV[3] user  ARGV[4] user limit  ARGV[5..] the user's purchases as slot, item index pairs
 
