@@ -48,7 +48,7 @@ export function parseSold(value: string): SoldEntry {
 
 type Reply = (string | number)[];
 
-/** One checkout request. */
+/** One checkout, as the use case asks for it (redis.ts sends those of one turn together: checkouts.ts). */
 export interface CheckoutInput {
   keys: SaleKeys;
   userId: string;
