@@ -1,6 +1,8 @@
 /**
  * npm run bench [-- --duration 15 --connections 64 --workers 2 --rounds 3 --no-write]
  * npm run bench -- --pinned [--duration 10 --rounds 3 --only <load> --no-write]: CPU per request, see pinned.ts.
+ * npm run bench -- --ab <another build> [--only checkout-only --windows 12 --duration 3]: two builds' CPU
+ *   per request on one load, both services on one core at once (ab.ts)
  * npm run bench -- --streams [--watchers 5000 --rounds 3]: the live event streams (streams.ts)
  * npm run bench -- --retention [--rows 500000 --duration 10 --rounds 3 --rate 1000 --connections 16]: checkout p99
  *   while a retention pass retires a big partition, against windows without (retention.ts)
@@ -30,6 +32,7 @@ import {
 import { watchPhases, type Phase, type Phases } from './phases.js';
 import { writeResults } from './results.js';
 import { pinnedBench } from './pinned.js';
+import { abBench } from './ab.js';
 import { jwtLoad, verificationShares } from './auth.js';
 import { instrumentationShare } from './profile.js';
 import { machine, root, startHello, startService } from './service.js';
@@ -44,6 +47,8 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean', default: false },
     pinned: { type: 'boolean', default: false },
     only: { type: 'string' },
+    ab: { type: 'string' },
+    windows: { type: 'string', default: '12' },
     streams: { type: 'boolean', default: false },
     watchers: { type: 'string', default: '5000' },
     retention: { type: 'boolean', default: false },
@@ -55,6 +60,17 @@ const seconds = Number(values.duration ?? 15);
 const connections = Number(values.connections ?? (values.retention ? 16 : 64));
 const here = new URL('../../../tools/bench/', import.meta.url).pathname;
 const log = (line: string) => process.stdout.write(`${line}\n`);
+
+if (values.ab) {
+  await abBench({
+    other: values.ab,
+    load: values.only ?? 'checkout-only',
+    windows: Number(values.windows),
+    seconds: Number(values.duration ?? 3),
+    connections,
+  });
+  process.exit(0);
+}
 
 if (values.pinned) {
   await pinnedBench({

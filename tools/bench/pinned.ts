@@ -21,7 +21,7 @@ import { machine, root, startHello, startService } from './service.js';
 
 const SERVICE_CPU = 0;
 const OTHERS_CPU = 1;
-const LOADS = [
+export const LOADS = [
   { name: 'stampede', script: 'stampede.lua', items: 10_000, soldOut: false },
   { name: 'checkout-only', script: 'checkout.lua', items: 10_000, soldOut: false },
   { name: 'purchase-heavy', script: 'purchase-heavy.lua', items: 10_000, soldOut: false },
@@ -90,7 +90,7 @@ const cpuUs = (r: Reading) => ((r.use.user + r.use.system) / r.wrk.requests) * 1
 const perRequest = (r: Reading, n: number) => n / r.wrk.requests;
 
 /** Runs the stampede until every item of the sale is sold (at most a minute). */
-async function sellOut(base: string, env: Record<string, string>) {
+export async function sellOut(base: string, env: Record<string, string>) {
   for (let i = 0; i < 30; i++) {
     const sale = (await (await fetch(`${base}/sales/active`)).json()) as { items_remaining: number };
     if (sale.items_remaining === 0) return;

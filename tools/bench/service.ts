@@ -2,6 +2,7 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
 
 import pg from 'pg';
 
@@ -41,13 +42,15 @@ export async function startService(
     items?: number;
     /** More environment (AUTH=jwt: tools/bench/auth.ts). */
     env?: Record<string, string>;
+    /** Another build's checkout (with its dist/ built) instead of this one (tools/bench/ab.ts). */
+    build?: string;
   } = {},
 ) {
   const db = `fs_bench_${randomBytes(4).toString('hex')}`;
   const port = await freePort();
   const started = Date.now();
   const child = launch(
-    [...(opts.nodeFlags ?? []), `${root}dist/src/server.js`],
+    [...(opts.nodeFlags ?? []), join(opts.build ?? root, 'dist/src/server.js')],
     {
       PORT: String(port),
       DATABASE_URL: `${PG}/${db}`,
