@@ -29,6 +29,11 @@ export function batchCheckouts(run: (batch: CheckoutBatch) => Promise<CheckoutRe
       (err: unknown) => answers.forEach((a) => a.reject(err)),
     );
   }
+  /** Sends a batch before the turn ends (it is full, or the next checkout needs other limits). */
+  function sendNow(waiting: Waiting) {
+    open.delete(waiting.batch.keys.ready);
+    send(waiting);
+  }
   function sendAll() {
     scheduled = false;
     const batches = [...open.values()];
@@ -41,8 +46,7 @@ export function batchCheckouts(run: (batch: CheckoutBatch) => Promise<CheckoutRe
       let waiting = open.get(p.keys.ready);
       // The limits come from the configuration, so they differ only where a test calls the script directly.
       if (waiting && (waiting.batch.limits !== p.limits || waiting.batch.userLimit !== p.userLimit)) {
-        open.delete(p.keys.ready);
-        send(waiting);
+        sendNow(waiting);
         waiting = undefined;
       }
       if (!waiting) {
@@ -54,8 +58,7 @@ export function batchCheckouts(run: (batch: CheckoutBatch) => Promise<CheckoutRe
       waiting.batch.now = Math.max(waiting.batch.now, p.now);
       waiting.answers.push({ resolve, reject });
       if (waiting.batch.requests.length >= MAX_CHECKOUTS_PER_CALL) {
-        open.delete(p.keys.ready);
-        send(waiting);
+        sendNow(waiting);
       } else if (!scheduled) {
         scheduled = true;
         setImmediate(sendAll);

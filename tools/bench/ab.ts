@@ -12,11 +12,9 @@
  * `git worktree add /tmp/before HEAD~1 && cd /tmp/before && npm ci && npm run build`.
  */
 import { median, usage, usageSince, wrk } from './measure.js';
-import { LOADS, sellOut } from './pinned.js';
+import { LOADS, OTHERS_CPU, SERVICE_CPU, sellOut } from './pinned.js';
 import { root, startService } from './service.js';
 
-const SERVICE_CPU = 0;
-const WRK_CPU = 1;
 const here = new URL('../../../tools/bench/', import.meta.url).pathname;
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -29,22 +27,21 @@ export async function abBench(o: {
 }) {
   const load = LOADS.find((l) => l.name === o.load);
   if (!load) throw new Error(`--only must name one load: ${LOADS.map((l) => l.name).join(', ')}`);
-  const builds = { this: root, other: o.other };
   const services = {
     this: await startService({ cpu: SERVICE_CPU, items: load.items }),
     other: await startService({ cpu: SERVICE_CPU, items: load.items, build: o.other }),
   };
+  const env = (s: { sale: string }) => ({ SALE: s.sale, ITEMS: String(load.items) });
   const cost = { this: [] as number[], other: [] as number[] };
   try {
     for (const s of Object.values(services)) {
-      if (load.soldOut) await sellOut(s.base, { SALE: s.sale, ITEMS: String(load.items) });
+      if (load.soldOut) await sellOut(s.base, env(s));
     }
     for (let i = 0; i < o.windows; i++) {
       for (const name of i % 2 ? (['other', 'this'] as const) : (['this', 'other'] as const)) {
         const s = services[name];
         const before = usage(s.pid);
-        const env = { SALE: s.sale, ITEMS: String(load.items) };
-        const r = wrk(s.base, o.seconds, o.connections, `${here}${load.script}`, env, WRK_CPU);
+        const r = wrk(s.base, o.seconds, o.connections, `${here}${load.script}`, env(s), OTHERS_CPU);
         const used = usageSince(before, usage(s.pid));
         cost[name].push(((used.user + used.system) / r.requests) * 1e6);
       }
@@ -55,8 +52,8 @@ export async function abBench(o: {
   }
   const ratios = cost.this.map((c, i) => c / cost.other[i]!);
   log(
-    `${load.name}, service CPU per request: this build (${builds.this}) ${median(cost.this).toFixed(1)} µs, ` +
-      `the other (${builds.other}) ${median(cost.other).toFixed(1)} µs (medians of ${o.windows} windows); ` +
+    `${load.name}, service CPU per request: this build (${root}) ${median(cost.this).toFixed(1)} µs, ` +
+      `the other (${o.other}) ${median(cost.other).toFixed(1)} µs (medians of ${o.windows} windows); ` +
       `this over the other, window by window: median ${median(ratios).toFixed(2)} ` +
       `(${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}), ` +
       `${ratios.filter((r) => r < 1).length} of ${o.windows} cheaper`,

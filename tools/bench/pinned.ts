@@ -19,8 +19,8 @@ import { writeResults } from './results.js';
 import { instrumentationShare, moduleBreakdown, MODULES } from './profile.js';
 import { machine, root, startHello, startService } from './service.js';
 
-const SERVICE_CPU = 0;
-const OTHERS_CPU = 1;
+export const SERVICE_CPU = 0;
+export const OTHERS_CPU = 1;
 export const LOADS = [
   { name: 'stampede', script: 'stampede.lua', items: 10_000, soldOut: false },
   { name: 'checkout-only', script: 'checkout.lua', items: 10_000, soldOut: false },
