@@ -314,3 +314,19 @@ describe('Lua scripts, run directly against Redis', () => {
     assert.ok('retryMs' in refused && refused.retryMs > 0 && refused.retryMs <= 1000);
   });
 });
+
+describe("the scripts' keys (src/redis/keys.ts)", () => {
+  it("saleKeys: asked for sales and prefixes in turn, each answer is that sale's (built once, not per request)", () => {
+    const asked: [string, string][] = [
+      ['a', '2000010100'],
+      ['a', '2000010101'],
+      ['b', '2000010101'],
+      ['a', '2000010100'],
+    ];
+    for (const [prefix, sale] of asked) {
+      const keys = saleKeys(prefix, sale);
+      assert.equal(keys.ready, `${prefix}:{${sale}}:ready`);
+      assert.equal(keys.purchaseLock('c'), `${prefix}:{${sale}}:lock:code:c`);
+    }
+  });
+});

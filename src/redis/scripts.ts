@@ -96,7 +96,7 @@ const checkout = defineScript({
   SCRIPT: source('checkout-5+2n.lua'),
   parseCommand(parser: CommandParser, b: CheckoutBatch, serverId: string) {
     const k = b.keys;
-    const keys = [k.ready, k.sold, k.users, k.owners, k.codes];
+    const keys: string[] = [k.ready, k.sold, k.users, k.owners, k.codes];
     for (const r of b.requests) keys.push(k.userBucket(r.userId), k.ipBucket(r.ip));
     parser.pushKeysLength(keys);
     parser.push(serverId, String(b.userLimit), String(b.now), ...limitArgs(b.limits));
