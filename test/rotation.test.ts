@@ -126,3 +126,22 @@ describe('GET /sales/active, three instances with sales of 90 seconds (ids carry
     );
   });
 });
+
+describe('a checkout in a window no instance has prepared', () => {
+  let env: TestEnv;
+  after(() => env?.close());
+
+  it('POST /checkout in a window the scheduler has not reached yet creates the sale, with its items, before it answers', async () => {
+    env = await testEnv({ SALE_ITEMS: String(ITEMS), SALE_DURATION: String(DURATION_S) });
+    const clock = offsetClock();
+    const app = await env.app({ clock });
+    // Five hours ahead, at once: the scheduler's next tick (within a second) has not run yet.
+    const start = (Math.ceil(Date.now() / 3_600_000) + 5) * 3_600_000;
+    clock.set(start + 1000);
+    const sale = saleIdAt(start, 10);
+    const res = await app.inject({ method: 'POST', url: `/checkout?user_id=first&id=${sale}-00001` });
+    assert.equal(res.statusCode, 200, res.body);
+    const { rows } = await env.pg.query<{ n: string }>('SELECT count(*) AS n FROM items WHERE sale_id = $1', [sale]);
+    assert.equal(rows[0]!.n, String(ITEMS));
+  });
+});

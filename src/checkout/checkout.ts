@@ -55,7 +55,7 @@ export function createCheckout(deps: CheckoutDeps) {
 
   return {
     async checkout(input: { userId: string; itemId: string; ip: string }) {
-      const sale = await sales.active();
+      const sale = sales.current() ?? (await sales.active());
       const { saleId, index } = ids.parseItemId(input.itemId);
       let decided: string | AppError;
       let sold: SoldItem | undefined;

@@ -21,6 +21,8 @@ const READY_POLL_MS = 25;
 export function createSales(deps: Infra) {
   const { config, data, redis, locks, ids, clock, metrics, log } = deps;
   const ensured = new Map<string, Promise<void>>();
+  /** Ids of the sales `ensure` has seen exist: `current` answers for them without waiting. */
+  const existing = new Set<string>();
 
   async function create(sale: SaleWindow): Promise<void> {
     const end = metrics.saleCreation.startTimer();
@@ -47,7 +49,10 @@ export function createSales(deps: Infra) {
     if (!done) {
       done = create(sale);
       ensured.set(sale.id, done);
-      done.catch(() => ensured.delete(sale.id));
+      done.then(
+        () => existing.add(sale.id),
+        () => ensured.delete(sale.id),
+      );
     }
     return done;
   }
@@ -57,6 +62,16 @@ export function createSales(deps: Infra) {
     const sale = ids.windowContaining(clock.now());
     await ensure(sale);
     return sale;
+  }
+
+  /**
+   * The sale running now if this instance already knows it exists, else
+   * undefined (then `active`): every checkout asks, and once the sale exists
+   * the answer needs neither I/O nor a promise.
+   */
+  function current(): SaleWindow | undefined {
+    const sale = ids.windowContaining(clock.now());
+    return existing.has(sale.id) ? sale : undefined;
   }
 
   /** Loads the sale's Redis state from PostgreSQL (one instance; the others wait for it). */
@@ -165,7 +180,7 @@ export function createSales(deps: Infra) {
   });
   metrics.produce(['sale_items_configured'], ([g]) => g.set(config.SALE_ITEMS));
 
-  return { active, rebuild, tick, tickIntervalMs, info, items: data.sales.listItems };
+  return { active, current, rebuild, tick, tickIntervalMs, info, items: data.sales.listItems };
 }
 
 export type Sales = ReturnType<typeof createSales>;
