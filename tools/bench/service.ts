@@ -5,10 +5,13 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
+import { createClient } from 'redis';
 
 import { freePort } from '../ports.js';
 
 export const PG = 'postgres://postgres@127.0.0.1:5432';
+/** The service's default Redis, which the bench's services use. */
+const REDIS = 'redis://127.0.0.1:6379';
 export const root = new URL('../../../', import.meta.url).pathname;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -79,6 +82,14 @@ export async function startService(
     await admin.connect();
     await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await admin.end();
+    // The sale's Redis state goes too, unlinked (freed in the background): left behind, a load's
+    // hashes of hundreds of thousands of codes expired together an hour later, and freeing them
+    // blocked the shared Redis for seconds, failing the tests that ran then.
+    const redis = await createClient({ url: REDIS }).connect();
+    for await (const found of redis.scanIterator({ MATCH: `${db}:*`, COUNT: 1000 })) {
+      if (found.length > 0) await redis.unlink(found);
+    }
+    await redis.close();
   };
   try {
     await until(async () => (await fetch(`${base}/health`)).ok, 30_000);
