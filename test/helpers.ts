@@ -7,12 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 
 import pg from 'pg';
-import { createClient } from 'redis';
 
 import { buildApp, type App } from '../src/app.js';
 import type { Clock } from '../src/clock.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { migrate } from '../src/db/migrate.js';
+import { unlinkKeys } from '../tools/redis-keys.js';
 
 export const PG_URL = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -68,13 +68,7 @@ export async function testEnv(overrides: Record<string, string> = {}): Promise<T
   };
 }
 
-export async function deleteKeys(pattern: string, url = REDIS_URL): Promise<void> {
-  const client = await createClient({ url }).connect();
-  for await (const keys of client.scanIterator({ MATCH: pattern, COUNT: 1000 })) {
-    if (keys.length > 0) await client.unlink(keys);
-  }
-  await client.close();
-}
+export const deleteKeys = (pattern: string, url = REDIS_URL) => unlinkKeys(pattern, url);
 
 /**
  * An item id of a sale: "<sale id>-<index>", the index zero-padded to five

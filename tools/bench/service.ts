@@ -5,9 +5,9 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
-import { createClient } from 'redis';
 
 import { freePort } from '../ports.js';
+import { unlinkKeys } from '../redis-keys.js';
 
 export const PG = 'postgres://postgres@127.0.0.1:5432';
 /** The service's default Redis, which the bench's services use. */
@@ -82,15 +82,10 @@ export async function startService(
     await admin.connect();
     await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await admin.end();
-    // The sale's Redis state goes too, unlinked (freed in the background): left behind, a load's
-    // hashes of hundreds of thousands of codes expired together an hour later, and freeing them
-    // blocked the shared Redis for seconds, failing the tests that ran then. No reconnecting: with
-    // Redis down, this fails rather than hangs.
-    const redis = await createClient({ url: REDIS, socket: { reconnectStrategy: false } }).connect();
-    for await (const found of redis.scanIterator({ MATCH: `${db}:*`, COUNT: 1000 })) {
-      if (found.length > 0) await redis.unlink(found);
-    }
-    await redis.close();
+    // The sale's Redis state goes too: left behind, a load's hashes of hundreds of thousands of
+    // codes expired together an hour later, and freeing them blocked the shared Redis for seconds,
+    // failing the tests that ran then.
+    await unlinkKeys(`${db}:*`, REDIS);
   };
   try {
     await until(async () => (await fetch(`${base}/health`)).ok, 30_000);

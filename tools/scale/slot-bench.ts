@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { createClient } from 'redis';
 
 import { SCRIPTS } from '../../src/redis/scripts.js';
+import { unlinkKeys } from '../redis-keys.js';
 
 const url = new URL(process.argv[2] ?? 'redis://127.0.0.1:6379');
 const requests = process.argv[3] ?? '200000';
@@ -49,8 +50,6 @@ try {
       `${Math.round(batched)} checkouts/s ${BATCH} a call (${share(batched)}); PING ${Math.round(pings)}/s`,
   );
 } finally {
-  for await (const found of client.scanIterator({ MATCH: 'slot-bench:*', COUNT: 1000 })) {
-    if (found.length > 0) await client.unlink(found);
-  }
   await client.close();
+  await unlinkKeys('slot-bench:*', url.href);
 }
