@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { createClient } from 'redis';
 
 import type { App } from '../src/app.js';
 import { offsetClock } from '../src/clock.js';
-import { json, testEnv, type TestEnv } from './helpers.js';
+import { json, REDIS_URL, testEnv, type TestEnv } from './helpers.js';
 import { waitFor } from './process.js';
 
 const DURATION_S = 3600;
@@ -81,6 +84,51 @@ describe('sale rotation across the hour, two instances sharing one clock', () =>
     const sells = await post(a, `/checkout?user_id=late&id=${fresh.id}-00003`);
     assert.equal(sells.statusCode, 200);
     assert.equal((await post(b, `/purchase?code=${json<{ code: string }>(sells).code}`)).statusCode, 200);
+  });
+
+  it("a minute after the hour the ended sale's Redis state is unlinked, the new sale's kept, and the old codes still answer from PostgreSQL", async () => {
+    const [a] = apps as [App];
+    const old = saleIdAt(nextHour - 3_600_000, 10);
+    const fresh = saleIdAt(nextHour, 10);
+    const redis = await createClient({ url: REDIS_URL }).connect();
+    /** The names a sale's keys end with, but for its locks and rate-limit buckets (they expire within seconds). */
+    const stateOf = async (sale: string) => {
+      const tag = `${env.config.REDIS_PREFIX}:{${sale}}:`;
+      const found: string[] = [];
+      for await (const keys of redis.scanIterator({ MATCH: `${tag}*`, COUNT: 1000 })) found.push(...keys);
+      return found
+        .map((k) => k.slice(tag.length))
+        .filter((name) => !/^(lock|rl):/.test(name))
+        .sort();
+    };
+    try {
+      const held = ['codes', 'owners', 'ready', 'sold', 'users'];
+      assert.deepEqual(await stateOf(old), held);
+      // Purchases that began before the hour may still be at work: the state stays for a minute.
+      clock.set(nextHour + 58_000);
+      await sleep(1500); // a tick of each instance
+      assert.deepEqual(await stateOf(old), held);
+      clock.set(nextHour + 61_000);
+      await waitFor(
+        'the ended sale unlinked',
+        async () => ((await stateOf(old)).length === 0 ? true : undefined),
+        5000,
+      );
+      assert.deepEqual(await stateOf(fresh), held);
+
+      const { rows } = await env.pg.query<{ code: string; bought: boolean }>(
+        `SELECT a.code, EXISTS (SELECT 1 FROM purchases p WHERE p.code = a.code) AS bought
+           FROM checkout_attempts a WHERE a.sale_id = $1 AND a.code IS NOT NULL`,
+        [old],
+      );
+      const bought = rows.find((r) => r.bought)!.code;
+      const unused = rows.find((r) => !r.bought)!.code;
+      assert.equal((await post(a, `/purchase?code=${bought}`)).statusCode, 200);
+      const ended = await post(a, `/purchase?code=${unused}`);
+      assert.equal(json<{ error: { code: string } }>(ended).error.code, 'SALE_ENDED');
+    } finally {
+      redis.destroy();
+    }
   });
 });
 

@@ -48,5 +48,29 @@ export function queueKeys(prefix: string, saleId: string) {
 }
 
 export type QueueKeys = ReturnType<typeof queueKeys>;
+
+/**
+ * A sale's keys that live as long as the sale, the waiting room's included:
+ * what retiring an ended sale unlinks. Its locks and rate-limit buckets are
+ * left out: they expire within seconds.
+ */
+export function saleStateKeys(prefix: string, saleId: string): string[] {
+  const sale = buildSaleKeys(prefix, saleId);
+  const room = queueKeys(prefix, saleId);
+  return [
+    sale.ready,
+    sale.sold,
+    sale.users,
+    sale.codes,
+    sale.owners,
+    room.state,
+    room.pre,
+    room.users,
+    room.seq,
+    room.log,
+    room.done,
+    room.lease,
+  ];
+}
 /** The fleet-wide lock of a retention pass (src/retention/), outside any sale. */
 export const retentionLockKey = (prefix: string) => `${prefix}:lock:retention`;

@@ -9,7 +9,7 @@
  */
 import { unavailable } from '../errors.js';
 import type { Infra } from '../infra.js';
-import { saleKeys } from '../redis/keys.js';
+import { saleKeys, saleStateKeys } from '../redis/keys.js';
 import { soldValue } from '../redis/scripts.js';
 import { itemName } from './catalog.js';
 import type { SaleWindow } from './ids.js';
@@ -142,19 +142,50 @@ export function createSales(deps: Infra) {
   const tickIntervalMs = Math.min(1000, (config.SALE_DURATION * 1000) / 4);
 
   /**
+   * min(60 s, half a window): how far ahead of its start the next sale is
+   * prepared, and how long after its end a sale's Redis state is kept (the
+   * purchases that began before the end have long finished by then).
+   */
+  const marginMs = Math.min(60_000, (config.SALE_DURATION * 1000) / 2);
+  /** The last sale this instance retired: each instance unlinks each sale once (a repeat would find nothing). */
+  let retired: string | undefined;
+
+  /**
+   * Unlinks the Redis state of the sale before the current one, once it has
+   * been over for marginMs. Nothing reads it after its end: its codes
+   * buy nothing and a replay reads PostgreSQL. UNLINK frees its hashes on
+   * Redis's background thread; left to expire, they would be freed on its
+   * main thread (unless lazyfree-lazy-expire is on) as the sale after next
+   * starts, stalling that stampede (docs/operations.md).
+   */
+  async function retirePrevious(current: SaleWindow, now: number): Promise<void> {
+    if (now - current.startsAt < marginMs) return;
+    const previous = ids.windowContaining(current.startsAt - 1);
+    if (retired === previous.id) return;
+    const unlinked = await redis.command<number>('unlink', [
+      'UNLINK',
+      ...saleStateKeys(config.REDIS_PREFIX, previous.id),
+    ]);
+    retired = previous.id;
+    if (unlinked > 0) log.info({ sale: previous.id, keys: unlinked }, 'Redis state of the ended sale unlinked');
+  }
+
+  /**
    * Creates the current sale, and the next one once its start is near: at
    * least min(60 s, half a window) ahead, whatever the phase of the ticks.
-   * Each is (re)loaded into Redis when Redis does not hold it as loaded.
+   * Each is (re)loaded into Redis when Redis does not hold it as loaded. The
+   * sale before is retired from Redis.
    */
   async function tick(): Promise<void> {
     const now = clock.now();
     const current = ids.windowContaining(now);
-    const lead = Math.min(60_000, (config.SALE_DURATION * 1000) / 2) + tickIntervalMs;
+    const lead = marginMs + tickIntervalMs;
     const upcoming = current.endsAt - now <= lead ? [current, ids.windowContaining(current.endsAt)] : [current];
     for (const sale of upcoming) {
       await ensure(sale);
       if (!(await redis.loaded(saleKeys(config.REDIS_PREFIX, sale.id)))) await rebuild(sale.id);
     }
+    await retirePrevious(current, now);
   }
 
   /** A sale as the API shows it, or undefined if it does not exist. */
