@@ -19,12 +19,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
+  commitBuckets,
   cpuSeconds,
   family,
   latencyBuckets,
   metricSum,
   peakRssMb,
   quantile,
+  slowerThan,
   wrk,
   wrkAsync,
   type WrkResult,
@@ -95,7 +97,15 @@ interface Row {
   coldStartMs: number;
   /** The stampede's selling and sold-out phases (phases.ts), when watched. */
   phases?: Phases;
+  /** Group commits slower than SLOW_COMMIT_S during the load, and the bucket (s) of the slowest. */
+  slowCommits: ReturnType<typeof slowerThan>;
 }
+
+/**
+ * A group commit slower than this holds back every request waiting for it, and wrk
+ * counts what it held back (coordinated omission): one is enough to set a load's p99.
+ */
+const SLOW_COMMIT_S = 0.1;
 
 /** One load against a fresh database and a fresh service. */
 async function scenario(
@@ -125,6 +135,7 @@ async function scenario(
     const pids = family(service.pid);
     const cpuBefore = cpuSeconds(pids);
     const before = await latencyBuckets(base);
+    const commitsBefore = await commitBuckets(base);
     const t0 = Date.now();
     const load = wrkAsync(base, seconds, connections, `${here}${script}`, { SALE: sale, ITEMS: '10000', ...env });
     const phases = phased ? await watchPhases(base, pids, 10_000, load) : undefined;
@@ -134,6 +145,7 @@ async function scenario(
     // With several workers each scrape reaches one of them: the server-side
     // figures are then a sample of one worker's requests.
     const after = await latencyBuckets(base);
+    const slowCommits = slowerThan(SLOW_COMMIT_S, commitsBefore, await commitBuckets(base));
     const row = {
       name,
       workers,
@@ -145,6 +157,7 @@ async function scenario(
       saleCreationMs: creation * 1000,
       coldStartMs,
       phases,
+      slowCommits,
     };
     log(`${name} (${workers} process${workers > 1 ? 'es' : ''}): ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms`);
     return row;
@@ -249,20 +262,22 @@ const phasesOf = (r: Row) =>
     ? `selling ${phase(r.phases!.selling)}; sold out ${phase(r.phases!.soldOut)}`
     : `selling ${phase(r.phases!.selling)}; not sold out within the load`;
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
+const slowOf = ({ slowCommits: { count, slowest } }: Row) =>
+  count > 0 ? `${count} (slowest ${slowest[0]}–${slowest[1]} s)` : '0';
 const lines = [
   `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` (wrk, 2 threads, ${connections} connections, ${seconds} s per load; a fresh database and service per load).`,
   '',
   ...machine('shared by the service, PostgreSQL, Redis and wrk').map((m) => `- ${m}`),
   '',
-  '| load | processes | req/s | vs bare node:http | non-2xx | client p50 / p99 ms | server p50 / p99 ms | server CPU (cores) | peak RSS MB |',
-  '|---|---|---|---|---|---|---|---|---|',
-  `| bare node:http hello-world | 1 | ${f(hello.rps, 0)} | 100% | ${hello.non2xx} | ${f(hello.p50, 2)} / ${f(hello.p99, 2)} | | | |`,
+  `| load | processes | req/s | vs bare node:http | non-2xx | client p50 / p99 ms | server p50 / p99 ms | server CPU (cores) | peak RSS MB | commits over ${SLOW_COMMIT_S * 1000} ms |`,
+  '|---|---|---|---|---|---|---|---|---|---|',
+  `| bare node:http hello-world | 1 | ${f(hello.rps, 0)} | 100% | ${hello.non2xx} | ${f(hello.p50, 2)} / ${f(hello.p99, 2)} | | | | |`,
   ...rows.map(
     (r) =>
-      `| ${r.name} | ${r.workers} | ${f(r.wrk.rps, 0)} | ${f((r.wrk.rps / hello.rps) * 100, 0)}% | ${r.wrk.non2xx} of ${r.wrk.requests} | ${f(r.wrk.p50, 2)} / ${f(r.wrk.p99, 2)} | ${f(r.serverP50, 2)} / ${f(r.serverP99, 2)} | ${f(r.cpuCores, 2)} | ${f(r.peakRssMb, 0)} |`,
+      `| ${r.name} | ${r.workers} | ${f(r.wrk.rps, 0)} | ${f((r.wrk.rps / hello.rps) * 100, 0)}% | ${r.wrk.non2xx} of ${r.wrk.requests} | ${f(r.wrk.p50, 2)} / ${f(r.wrk.p99, 2)} | ${f(r.serverP50, 2)} / ${f(r.serverP99, 2)} | ${f(r.cpuCores, 2)} | ${f(r.peakRssMb, 0)} | ${slowOf(r)} |`,
   ),
   '',
-  `The yardstick and the stampede alternated ${pairs.length} times: ${pairs.map((p) => `${f(p.stampede.wrk.rps, 0)} / ${f(p.hello.rps, 0)} req/s (${f(ratioOf(p) * 100, 0)}%)`).join(', ')}. The table shows the median round; the other loads are compared with its yardstick.`,
+  `The yardstick and the stampede alternated ${pairs.length} times: ${pairs.map((p) => `${f(p.stampede.wrk.rps, 0)} / ${f(p.hello.rps, 0)} req/s (${f(ratioOf(p) * 100, 0)}%, p99 ${f(p.stampede.wrk.p99, 2)} ms, commits over ${SLOW_COMMIT_S * 1000} ms: ${slowOf(p.stampede)})`).join(', ')}. The table shows the median round; the other loads are compared with its yardstick. A commit over ${SLOW_COMMIT_S * 1000} ms is PostgreSQL waiting for the disk to flush its WAL (docs/PERFORMANCE.md, "The stampede's p99 and the disk").`,
   '',
   `The stampede in its two phases (tools/bench/phases.ts: until its 10,000 items are sold, then checkouts of sold items answered from memory), round by round: ${pairs.map((p) => phasesOf(p.stampede)).join(' | ')}.`,
   '',

@@ -144,16 +144,37 @@ export async function latencyBuckets(base: string): Promise<Map<number, number>>
   return bucketsOf(await (await fetch(`${base}/metrics`)).text(), /handler="(checkout|purchase)"/);
 }
 
-/** The same from a scrape's text, for the handlers matching `handlers`. */
-export function bucketsOf(text: string, handlers: RegExp): Map<number, number> {
+/**
+ * Cumulative bucket counts of the group commits' inserts (db_query_duration_seconds of
+ * checkout_attempts and purchases), by `le`: every checkout and purchase waits for one.
+ */
+export async function commitBuckets(base: string): Promise<Map<number, number>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return bucketsOf(text, /query_type="insert",table="(checkout_attempts|purchases)"/, 'db_query_duration_seconds');
+}
+
+/** The same from a scrape's text, for the series (of http_request_duration_seconds unless named) matching `labels`. */
+export function bucketsOf(text: string, labels: RegExp, metric = 'http_request_duration_seconds'): Map<number, number> {
   const buckets = new Map<number, number>();
-  for (const m of text.matchAll(/^http_request_duration_seconds_bucket\{([^}]*)\} (\d+)$/gm)) {
-    if (!handlers.test(m[1]!)) continue;
+  for (const m of text.matchAll(new RegExp(`^${metric}_bucket\\{([^}]*)\\} (\\d+)$`, 'gm'))) {
+    if (!labels.test(m[1]!)) continue;
     const raw = /le="([^"]+)"/.exec(m[1]!)![1]!;
     const le = raw === '+Inf' ? Infinity : Number(raw);
     buckets.set(le, (buckets.get(le) ?? 0) + Number(m[2]));
   }
   return buckets;
+}
+
+/**
+ * The observations between two readings slower than `seconds` (a bucket bound), and
+ * the bounds (s) of the bucket the slowest fell in.
+ */
+export function slowerThan(seconds: number, before: Map<number, number>, after: Map<number, number>) {
+  const les = [...after.keys()].sort((a, b) => a - b);
+  const count = (le: number) => (after.get(le) ?? 0) - (before.get(le) ?? 0);
+  const total = count(Infinity);
+  const top = les.findIndex((le) => count(le) === total);
+  return { count: total - count(seconds), slowest: [top > 0 ? les[top - 1]! : 0, les[top]!] as const };
 }
 
 /** A quantile (ms) of the requests observed between two readings, interpolated as Prometheus does. */
