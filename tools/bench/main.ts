@@ -26,7 +26,9 @@ import {
   metricSum,
   peakRssMb,
   quantile,
+  SLOW_COMMIT_S,
   slowerThan,
+  slowText,
   wrk,
   wrkAsync,
   type WrkResult,
@@ -100,12 +102,6 @@ interface Row {
   /** Group commits slower than SLOW_COMMIT_S during the load, and the bucket (s) of the slowest. */
   slowCommits: ReturnType<typeof slowerThan>;
 }
-
-/**
- * A group commit slower than this holds back every request waiting for it, and wrk
- * counts what it held back (coordinated omission): one is enough to set a load's p99.
- */
-const SLOW_COMMIT_S = 0.1;
 
 /** One load against a fresh database and a fresh service. */
 async function scenario(
@@ -262,8 +258,7 @@ const phasesOf = (r: Row) =>
     ? `selling ${phase(r.phases!.selling)}; sold out ${phase(r.phases!.soldOut)}`
     : `selling ${phase(r.phases!.selling)}; not sold out within the load`;
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
-const slowOf = ({ slowCommits: { count, slowest } }: Row) =>
-  count > 0 ? `${count} (slowest ${slowest[0]}–${slowest[1]} s)` : '0';
+const slowOf = (r: Row) => slowText(r.slowCommits);
 const lines = [
   `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` (wrk, 2 threads, ${connections} connections, ${seconds} s per load; a fresh database and service per load).`,
   '',

@@ -149,9 +149,12 @@ export async function latencyBuckets(base: string): Promise<Map<number, number>>
  * checkout_attempts and purchases), by `le`: every checkout and purchase waits for one.
  */
 export async function commitBuckets(base: string): Promise<Map<number, number>> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return bucketsOf(text, /query_type="insert",table="(checkout_attempts|purchases)"/, 'db_query_duration_seconds');
+  return commitsOf(await (await fetch(`${base}/metrics`)).text());
 }
+
+/** The same from a scrape's text. */
+export const commitsOf = (text: string) =>
+  bucketsOf(text, /query_type="insert",table="(checkout_attempts|purchases)"/, 'db_query_duration_seconds');
 
 /** The same from a scrape's text, for the series (of http_request_duration_seconds unless named) matching `labels`. */
 export function bucketsOf(text: string, labels: RegExp, metric = 'http_request_duration_seconds'): Map<number, number> {
@@ -164,6 +167,16 @@ export function bucketsOf(text: string, labels: RegExp, metric = 'http_request_d
   }
   return buckets;
 }
+
+/**
+ * A group commit slower than this holds back every request waiting for it, and wrk
+ * counts what it held back (coordinated omission): one is enough to set a load's p99.
+ */
+export const SLOW_COMMIT_S = 0.1;
+
+/** The commits over SLOW_COMMIT_S as the results say it: "0", or "2 (slowest 0.25–0.5 s)". */
+export const slowText = ({ count, slowest }: ReturnType<typeof slowerThan>) =>
+  count > 0 ? `${count} (slowest ${slowest[0]}–${slowest[1]} s)` : '0';
 
 /**
  * The observations between two readings slower than `seconds` (a bucket bound), and

@@ -22,7 +22,19 @@ import { join } from 'node:path';
 import pg from 'pg';
 
 import { createIds } from '../../src/sale/ids.js';
-import { bucketsOf, cpuSeconds, median, quantile, wrk, wrkAsync, type WrkResult } from './measure.js';
+import {
+  bucketsOf,
+  commitsOf,
+  cpuSeconds,
+  median,
+  quantile,
+  SLOW_COMMIT_S,
+  slowerThan,
+  slowText,
+  wrk,
+  wrkAsync,
+  type WrkResult,
+} from './measure.js';
 import { writeResults } from './results.js';
 import { machine, sleep, startService } from './service.js';
 
@@ -38,6 +50,8 @@ interface Window {
   load: number;
   wrk: WrkResult;
   serverP99: number;
+  /** Group commits slower than SLOW_COMMIT_S in the window (a disk that stalled its WAL flush). */
+  slowCommits: ReturnType<typeof slowerThan>;
   /** The share of the window the service's event loop was busy. */
   elu: number;
   serviceCores: number;
@@ -132,7 +146,9 @@ export async function retentionBench(opts: {
     async function window(round: number, kind: Window['kind'], saleId: string): Promise<Window> {
       const table = `checkout_attempts_${saleId}`;
       const load = loadavg()[0]!;
-      const before = bucketsOf(await scrape(), CHECKOUT);
+      const start = await scrape();
+      const before = bucketsOf(start, CHECKOUT);
+      const commitsBefore = commitsOf(start);
       const cpu0 = { service: cpuSeconds([service.pid]), machine: machineBusyTicks() };
       const t0 = Date.now();
       const load$ = wrkAsync(service.base, seconds, connections, script, env);
@@ -183,6 +199,7 @@ export async function retentionBench(opts: {
         load,
         wrk: result,
         serverP99: quantile(0.99, before, after),
+        slowCommits: slowerThan(SLOW_COMMIT_S, commitsBefore, commitsOf(text)),
         // The gauge covers the time since the previous scrape: the one at the window's start.
         elu: Number(/^nodejs_eventloop_utilization_ratio ([\d.e+-]+)$/m.exec(text)?.[1]),
         serviceCores: (cpuSeconds([service.pid]) - cpu0.service) / elapsed,
@@ -191,7 +208,7 @@ export async function retentionBench(opts: {
       };
       log(
         `round ${round + 1} ${kind} a pass: ${result.rps.toFixed(0)} req/s, p99 wrk ${result.p99} ms, ` +
-          `service ${row.serverP99.toFixed(1)} ms` +
+          `service ${row.serverP99.toFixed(1)} ms, commits over ${SLOW_COMMIT_S * 1000} ms ${slowText(row.slowCommits)}` +
           (kind === 'with' ? `, detached ${w.detachedS}s, dropped ${w.droppedS ?? 'after the window'}s` : ''),
       );
       return row;
@@ -237,8 +254,19 @@ function report(r: {
   const rounds = [...new Set(r.windows.map((w) => w.round))];
   const pairs = rounds.flatMap((round) => {
     const [a, b] = (['with', 'without'] as const).map((k) => r.windows.find((w) => w.round === round && w.kind === k));
-    return a && b ? [{ wrk: a.wrk.p99 / b.wrk.p99, server: a.serverP99 / b.serverP99 }] : [];
+    return a && b
+      ? [
+          {
+            wrk: a.wrk.p99 / b.wrk.p99,
+            server: a.serverP99 / b.serverP99,
+            diskStalled: a.slowCommits.count + b.slowCommits.count > 0,
+          },
+        ]
+      : [];
   });
+  // A commit that waited long for the disk sets its window's p99 whether a pass runs or not
+  // (docs/PERFORMANCE.md, "The stampede's p99 and the disk"): the rounds without one, apart.
+  const steady = pairs.filter((p) => !p.diskStalled).map((p) => p.wrk);
   const wrkPairs = pairs.map((p) => p.wrk);
   const serverPairs = pairs.map((p) => p.server);
   const medianOf = (kind: Window['kind'], p99: (w: Window) => number) => median(of(kind).map(p99));
@@ -250,16 +278,17 @@ function report(r: {
     ...machine('shared by the service, PostgreSQL, Redis, wrk and other engineers').map((m) => `- ${m}`),
     `- Load average (1 min): ${f(r.loadAtStart, 2)} at the start, ${f(r.loadAtEnd, 2)} at the end`,
     '',
-    '| round | window | load avg | req/s | wrk p50 / p99 ms | service p99 ms | service event loop busy | service CPU (cores) | machine busy (cores) | due → detached / dropped (s) |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    `| round | window | load avg | req/s | wrk p50 / p99 ms | service p99 ms | service event loop busy | service CPU (cores) | machine busy (cores) | due → detached / dropped (s) | commits over ${SLOW_COMMIT_S * 1000} ms |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|',
     ...r.windows.map(
       (w) =>
-        `| ${w.round + 1} | ${w.kind} a pass | ${f(w.load, 2)} | ${f(w.wrk.rps, 0)} | ${f(w.wrk.p50, 2)} / ${f(w.wrk.p99, 2)} | ${f(w.serverP99)} | ${f(w.elu * 100, 0)}% | ${f(w.serviceCores, 2)} | ${f(w.machineCores, 2)} | ${w.kind === 'with' ? `${f(w.detachedS, 2)} / ${w.inside ? f(w.droppedS, 2) : 'after the window'}` : ''} |`,
+        `| ${w.round + 1} | ${w.kind} a pass | ${f(w.load, 2)} | ${f(w.wrk.rps, 0)} | ${f(w.wrk.p50, 2)} / ${f(w.wrk.p99, 2)} | ${f(w.serverP99)} | ${f(w.elu * 100, 0)}% | ${f(w.serviceCores, 2)} | ${f(w.machineCores, 2)} | ${w.kind === 'with' ? `${f(w.detachedS, 2)} / ${w.inside ? f(w.droppedS, 2) : 'after the window'}` : ''} | ${slowText(w.slowCommits)} |`,
     ),
     '',
     '| target: checkout p99 during a retention pass within 20% of without | measured | |',
     '|---|---|---|',
     `| wrk, each round's ratio and their median | ${wrkPairs.map((x) => `${f(x, 2)}×`).join(', ')}; **median ${f(median(wrkPairs), 2)}×** | ${verdict(median(wrkPairs))} |`,
+    `| wrk, the rounds with no commit over ${SLOW_COMMIT_S * 1000} ms in either window | ${steady.length > 0 ? `${steady.map((x) => `${f(x, 2)}×`).join(', ')}; median ${f(median(steady), 2)}×` : 'none'} | ${steady.length > 0 ? verdict(median(steady)) : ''} |`,
     `| service's histogram, each round's ratio and their median | ${serverPairs.map((x) => `${f(x, 2)}×`).join(', ')}; median ${f(median(serverPairs), 2)}× | ${verdict(median(serverPairs))} |`,
     `| wrk, median p99 with / without | ${f(
       medianOf('with', (w) => w.wrk.p99),
