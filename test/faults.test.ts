@@ -1,8 +1,8 @@
 /**
  * Faults, with real processes: a private redis-server killed and restarted
  * empty, or stopped (SIGSTOP) with its connections open, PostgreSQL cut off
- * by a TCP proxy, a service killed with SIGKILL
- * under load. Every scenario ends with the invariant audit.
+ * by a TCP proxy or slow to commit (a lock held), a service killed with
+ * SIGKILL under load. Every scenario ends with the invariant audit.
  */
 import assert from 'node:assert/strict';
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -258,6 +258,55 @@ describe('POST /checkout and POST /purchase, with PostgreSQL cut off', () => {
     assert.equal(byItem.size, 2);
     await sweep(base, sale, 60, new Set(byItem.keys()));
     proxy.down();
+  });
+});
+
+describe('POST /checkout and POST /purchase, with PostgreSQL slow to commit (a lock holds their inserts)', () => {
+  it('answer 503 within the dependency timeout; the rows sent commit once the lock goes, and the purchase then replays its 200', async () => {
+    const env = await newEnv();
+    const port = await freePort();
+    service({ ...env.env, PORT: String(port) });
+    const sale = await serviceReady(port);
+    const base = `http://127.0.0.1:${port}`;
+    const code = await checkoutCode(base, 'late', itemId(sale, 1));
+
+    // Inserts wait for this lock as they would for a disk that stalls its WAL flushes.
+    const holder = await env.pg.connect();
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE checkout_attempts, purchases IN SHARE MODE');
+    try {
+      const answers = await Promise.all([
+        timed(`${base}/checkout?user_id=stalled&id=${itemId(sale, 3)}`),
+        timed(`${base}/purchase?code=${code}`),
+      ]);
+      for (const res of answers) {
+        assert.equal(res.status, 503, res.text);
+        assert.equal(JSON.parse(res.text).error.code, 'UNAVAILABLE');
+        // DEPENDENCY_TIMEOUT_MS is 1000 ms; pg's own query timeout, twice that, must not be what answers.
+        assert.ok(res.ms < 1500, `took ${res.ms} ms`);
+      }
+    } finally {
+      await holder.query('COMMIT');
+      holder.release();
+    }
+
+    // Both rows were sent before their deadlines: they commit once the lock is gone.
+    const committed = await waitFor('the stalled rows committed', async () => {
+      const { rows } = await env.pg.query<{ attempts: string; purchases: string }>(
+        `SELECT (SELECT count(*) FROM checkout_attempts WHERE sale_id = $1 AND user_id = 'stalled') AS attempts,
+                (SELECT count(*) FROM purchases WHERE code = $2) AS purchases`,
+        [sale, code],
+      );
+      return rows[0]!.attempts === '1' && rows[0]!.purchases === '1' ? rows[0] : undefined;
+    });
+    assert.ok(committed);
+    // The buyer who got the 503 retries: the purchase PostgreSQL committed is answered, not a second one.
+    const retry = await timed(`${base}/purchase?code=${code}`);
+    assert.equal(retry.status, 200, retry.text);
+    assert.equal(JSON.parse(retry.text).item_id, itemId(sale, 1));
+    const { byItem } = await auditSale(env.pg, sale, 2, [{ code, userId: 'late', itemId: itemId(sale, 1) }]);
+    assert.equal(byItem.size, 1);
+    await sweep(base, sale, 60, new Set(byItem.keys()));
   });
 });
 
