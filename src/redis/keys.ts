@@ -72,5 +72,6 @@ export function saleStateKeys(prefix: string, saleId: string): string[] {
     room.lease,
   ];
 }
+
 /** The fleet-wide lock of a retention pass (src/retention/), outside any sale. */
 export const retentionLockKey = (prefix: string) => `${prefix}:lock:retention`;
