@@ -19,13 +19,12 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
-  commitBuckets,
   cpuSeconds,
   family,
-  latencyBuckets,
   metricSum,
   peakRssMb,
   quantile,
+  readings,
   SLOW_COMMIT_S,
   slowerThan,
   slowText,
@@ -130,8 +129,7 @@ async function scenario(
       Math.max(1, await metricSum(base, 'sale_creation_duration_seconds_count'));
     const pids = family(service.pid);
     const cpuBefore = cpuSeconds(pids);
-    const before = await latencyBuckets(base);
-    const commitsBefore = await commitBuckets(base);
+    const before = await readings(base);
     const t0 = Date.now();
     const load = wrkAsync(base, seconds, connections, `${here}${script}`, { SALE: sale, ITEMS: '10000', ...env });
     const phases = phased ? await watchPhases(base, pids, 10_000, load) : undefined;
@@ -140,20 +138,19 @@ async function scenario(
     const cpuCores = (cpuSeconds(pids) - cpuBefore) / elapsed;
     // With several workers each scrape reaches one of them: the server-side
     // figures are then a sample of one worker's requests.
-    const after = await latencyBuckets(base);
-    const slowCommits = slowerThan(SLOW_COMMIT_S, commitsBefore, await commitBuckets(base));
+    const after = await readings(base);
     const row = {
       name,
       workers,
       wrk: result,
-      serverP50: quantile(0.5, before, after),
-      serverP99: quantile(0.99, before, after),
+      serverP50: quantile(0.5, before.latency, after.latency),
+      serverP99: quantile(0.99, before.latency, after.latency),
       cpuCores,
       peakRssMb: peakRssMb(pids),
       saleCreationMs: creation * 1000,
       coldStartMs,
       phases,
-      slowCommits,
+      slowCommits: slowerThan(SLOW_COMMIT_S, before.commits, after.commits),
     };
     log(`${name} (${workers} process${workers > 1 ? 'es' : ''}): ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms`);
     return row;

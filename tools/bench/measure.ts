@@ -139,24 +139,23 @@ export function peakRssMb(pids: number[]): number {
   }, 0);
 }
 
-/** Cumulative bucket counts of http_request_duration_seconds for checkout and purchase, by `le`. */
-export async function latencyBuckets(base: string): Promise<Map<number, number>> {
-  return bucketsOf(await (await fetch(`${base}/metrics`)).text(), /handler="(checkout|purchase)"/);
+/**
+ * One scrape, read twice: the cumulative bucket counts (by `le`) of http_request_duration_seconds
+ * for checkout and purchase, and of the group commits' inserts (commitsOf).
+ */
+export async function readings(base: string) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return { latency: bucketsOf(text, /handler="(checkout|purchase)"/), commits: commitsOf(text) };
 }
 
 /**
- * Cumulative bucket counts of the group commits' inserts (db_query_duration_seconds of
- * checkout_attempts and purchases), by `le`: every checkout and purchase waits for one.
+ * The group commits' inserts (db_query_duration_seconds of checkout_attempts and purchases)
+ * in a scrape's text: every checkout and purchase waits for one.
  */
-export async function commitBuckets(base: string): Promise<Map<number, number>> {
-  return commitsOf(await (await fetch(`${base}/metrics`)).text());
-}
-
-/** The same from a scrape's text. */
 export const commitsOf = (text: string) =>
   bucketsOf(text, /query_type="insert",table="(checkout_attempts|purchases)"/, 'db_query_duration_seconds');
 
-/** The same from a scrape's text, for the series (of http_request_duration_seconds unless named) matching `labels`. */
+/** Cumulative bucket counts, by `le`, of the series (of http_request_duration_seconds unless named) matching `labels`. */
 export function bucketsOf(text: string, labels: RegExp, metric = 'http_request_duration_seconds'): Map<number, number> {
   const buckets = new Map<number, number>();
   for (const m of text.matchAll(new RegExp(`^${metric}_bucket\\{([^}]*)\\} (\\d+)$`, 'gm'))) {
