@@ -53,10 +53,10 @@ const GZIP_LEVEL = 1;
  * that PostgreSQL's COPY and the compression take a slice of the CPU for a few
  * seconds instead of most of both cores for one. Checkout p99 with a pass
  * against without (median of each round’s ratio): 1.6× unpaced, 1.2–1.7× at
- * 16 MB/s, 1.1–1.6× at 8 MB/s from one host to the next; neither a finer
- * nor a coarser pace did better (docs/PERFORMANCE.md). A busy hour's
- * partition, ~36 million attempts or ~3 GB of CSV, takes six or seven
- * minutes, within the retention lock's 15.
+ * 16 MB/s, 1.1–1.6× at 8 MB/s from one host to the next. A slower pace only
+ * spreads the same cost, and pausing in coarser steps did no better
+ * (docs/PERFORMANCE.md). A busy hour's partition, ~36 million attempts or
+ * ~3 GB of CSV, takes six or seven minutes, within the retention lock's 15.
  */
 const CSV_BYTES_PER_SEC = 8 * 2 ** 20;
 
