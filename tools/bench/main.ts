@@ -255,7 +255,6 @@ const phasesOf = (r: Row) =>
     ? `selling ${phase(r.phases!.selling)}; sold out ${phase(r.phases!.soldOut)}`
     : `selling ${phase(r.phases!.selling)}; not sold out within the load`;
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
-const slowOf = (r: Row) => slowText(r.slowCommits);
 const lines = [
   `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` (wrk, 2 threads, ${connections} connections, ${seconds} s per load; a fresh database and service per load).`,
   '',
@@ -266,10 +265,10 @@ const lines = [
   `| bare node:http hello-world | 1 | ${f(hello.rps, 0)} | 100% | ${hello.non2xx} | ${f(hello.p50, 2)} / ${f(hello.p99, 2)} | | | | |`,
   ...rows.map(
     (r) =>
-      `| ${r.name} | ${r.workers} | ${f(r.wrk.rps, 0)} | ${f((r.wrk.rps / hello.rps) * 100, 0)}% | ${r.wrk.non2xx} of ${r.wrk.requests} | ${f(r.wrk.p50, 2)} / ${f(r.wrk.p99, 2)} | ${f(r.serverP50, 2)} / ${f(r.serverP99, 2)} | ${f(r.cpuCores, 2)} | ${f(r.peakRssMb, 0)} | ${slowOf(r)} |`,
+      `| ${r.name} | ${r.workers} | ${f(r.wrk.rps, 0)} | ${f((r.wrk.rps / hello.rps) * 100, 0)}% | ${r.wrk.non2xx} of ${r.wrk.requests} | ${f(r.wrk.p50, 2)} / ${f(r.wrk.p99, 2)} | ${f(r.serverP50, 2)} / ${f(r.serverP99, 2)} | ${f(r.cpuCores, 2)} | ${f(r.peakRssMb, 0)} | ${slowText(r.slowCommits)} |`,
   ),
   '',
-  `The yardstick and the stampede alternated ${pairs.length} times: ${pairs.map((p) => `${f(p.stampede.wrk.rps, 0)} / ${f(p.hello.rps, 0)} req/s (${f(ratioOf(p) * 100, 0)}%, p99 ${f(p.stampede.wrk.p99, 2)} ms, commits over ${SLOW_COMMIT_S * 1000} ms: ${slowOf(p.stampede)})`).join(', ')}. The table shows the median round; the other loads are compared with its yardstick. A commit over ${SLOW_COMMIT_S * 1000} ms is PostgreSQL waiting for the disk to flush its WAL (docs/PERFORMANCE.md, "The stampede's p99 and the disk").`,
+  `The yardstick and the stampede alternated ${pairs.length} times: ${pairs.map((p) => `${f(p.stampede.wrk.rps, 0)} / ${f(p.hello.rps, 0)} req/s (${f(ratioOf(p) * 100, 0)}%, p99 ${f(p.stampede.wrk.p99, 2)} ms, commits over ${SLOW_COMMIT_S * 1000} ms: ${slowText(p.stampede.slowCommits)})`).join(', ')}. The table shows the median round; the other loads are compared with its yardstick. A commit over ${SLOW_COMMIT_S * 1000} ms is PostgreSQL waiting for the disk to flush its WAL (docs/PERFORMANCE.md, "The stampede's p99 and the disk").`,
   '',
   `The stampede in its two phases (tools/bench/phases.ts: until its 10,000 items are sold, then checkouts of sold items answered from memory), round by round: ${pairs.map((p) => phasesOf(p.stampede)).join(' | ')}.`,
   '',
