@@ -97,6 +97,7 @@ export async function buildApp({ config, clock = systemClock, logger }: AppOptio
   });
   app.addHook('onClose', async () => {
     scheduler.stop();
+    await retention.close();
     await Promise.all([data.attempts.drain(), data.purchases.drain()]);
     await soldCache.close().catch(() => {});
     await redis.close().catch(() => {});

@@ -311,6 +311,73 @@ describe('retention in a sale window’s first half (RETENTION_OFFSET_SECONDS: h
   });
 });
 
+describe('retention’s archive connection, kept from one pass to the next', () => {
+  const suite = retentionSuite('fs-kept');
+
+  it('archives over the connection the last pass left open, and over a new one once PostgreSQL dropped it or it stopped answering', async () => {
+    const { env, dir } = suite;
+    const clock = offsetClock(fortyPast() - 4 * HOUR - Date.now()); // in the quiet half of the hour, as above
+    const app = await env.app({ clock });
+    const attemptIn = async () => {
+      const sale = (await app.deps.sales.active()).id;
+      await app.deps.data.attempts.insert({
+        saleId: sale,
+        itemId: `${sale}-00001`,
+        userId: 'u1',
+        outcome: 'ITEM_SOLD',
+        code: null,
+        at: clock.now(),
+      });
+      return sale;
+    };
+    /** The archive's connection's backend, `besides` one that has not exited yet. */
+    const archiveConnection = async (besides = 0) => {
+      const { rows } = await env.pg.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'flashsale-archive' AND pid <> $1`,
+        [besides],
+      );
+      assert.equal(rows.length, 1, 'the archive’s connection was not kept, or not alone');
+      return rows[0]!.pid;
+    };
+    /** The pass an hour on retires `sale` (the one three hours back), with no failed archive. */
+    const passRetires = async (sale: string) => {
+      clock.advance(HOUR);
+      await app.deps.retention.run();
+      assert.equal((await verifyArchive(join(dir, `checkout_attempts_${sale}.csv.gz`))).rows, 1);
+      const failed = (await app.deps.metrics.archiveRuns.get()).values.find((v) => v.labels.outcome === 'failed');
+      assert.equal(failed?.value ?? 0, 0, 'an archive failed');
+    };
+
+    const sales = [await attemptIn()];
+    for (let i = 0; i < 2; i++) {
+      clock.advance(HOUR);
+      sales.push(await attemptIn());
+    }
+    clock.advance(-HOUR); // each pass below retires one sale, ATTEMPTS_RETENTION (an hour) past its end
+    await passRetires(sales[0]!);
+    const first = await archiveConnection();
+
+    // PostgreSQL drops it between passes (a restart, an idle timeout): the client hears of it.
+    await env.pg.query('SELECT pg_terminate_backend($1)', [first]);
+    await passRetires(sales[1]!);
+    const second = await archiveConnection();
+    assert.notEqual(second, first);
+
+    // It stops answering (a firewall dropped it silently): its backend, stopped, is as silent.
+    // Woken after 10 s in any case, so that a pass that waited on it for good fails here instead of hanging.
+    process.kill(second, 'SIGSTOP');
+    const wake = setTimeout(() => process.kill(second, 'SIGCONT'), 10_000);
+    try {
+      await passRetires(sales[2]!);
+      await archiveConnection(second);
+    } finally {
+      clearTimeout(wake);
+      process.kill(second, 'SIGCONT');
+    }
+  });
+});
+
 describe('retention, when a detach is held up past its lock timeout (DETACH … CONCURRENTLY left pending)', () => {
   const suite = retentionSuite('fs-pending');
 

@@ -232,19 +232,69 @@ export function partitionsTable(db: Db, config: Pick<Config, 'DATABASE_URL' | 'D
 export type Partitions = ReturnType<typeof partitionsTable>;
 
 /**
- * Streams a retired partition as CSV with a header into `sink`, on a
- * connection of its own (the archive's worker thread has no pool); resolves to
- * the number of rows. Timestamps are spelled in UTC.
+ * Exports retired partitions as CSV with a header, on a connection of its own
+ * (the archive worker's: a thread has no pool), opened by the first export and
+ * kept for the next, so that a pass does not pay a new PostgreSQL backend
+ * (docs/PERFORMANCE.md). Timestamps are spelled in UTC.
+ *
+ * Passes are an hour apart, and an idle connection may be gone by the next
+ * one (PostgreSQL restarted, a proxy or a firewall dropped it, perhaps
+ * silently): each export starts with a statement that must answer within
+ * `checkMs` (a new connection must be made within it too), and a connection
+ * that fails it, or any export, is closed and replaced at the next export.
  */
-export async function exportRetired(databaseUrl: string, table: string, sink: Writable): Promise<number> {
-  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'flashsale-retention' });
-  await client.connect();
-  try {
-    await client.query("SET TimeZone = 'UTC'");
-    const copy = client.query(copyTo(`COPY retired.${ident(table)} (${columns}) TO STDOUT (FORMAT csv, HEADER true)`));
-    await pipeline(copy, sink);
-    return copy.rowCount;
-  } finally {
-    await client.end().catch(() => {});
+export function retiredExporter(databaseUrl: string, checkMs: number) {
+  let kept: pg.Client | undefined;
+
+  const discard = (client: pg.Client) => {
+    if (kept === client) kept = undefined;
+    client.end().catch(() => {});
+  };
+
+  async function connection(): Promise<pg.Client> {
+    const client = kept;
+    if (client) {
+      try {
+        // pg honours a query's own query_timeout, which its types leave out.
+        const check = { text: "SET TimeZone = 'UTC'", query_timeout: checkMs };
+        await client.query(check);
+        return client;
+      } catch {
+        discard(client);
+      }
+    }
+    const fresh = new pg.Client({
+      connectionString: databaseUrl,
+      application_name: 'flashsale-archive',
+      connectionTimeoutMillis: checkMs,
+    });
+    fresh.on('error', () => discard(fresh));
+    try {
+      await fresh.connect();
+      await fresh.query("SET TimeZone = 'UTC'");
+    } catch (err) {
+      discard(fresh);
+      throw err;
+    }
+    return (kept = fresh);
   }
+
+  return {
+    /** Streams retired.`table` into `sink`; resolves to the number of rows. */
+    async export(table: string, sink: Writable): Promise<number> {
+      const client = await connection();
+      try {
+        const copy = client.query(
+          copyTo(`COPY retired.${ident(table)} (${columns}) TO STDOUT (FORMAT csv, HEADER true)`),
+        );
+        await pipeline(copy, sink);
+        return copy.rowCount;
+      } catch (err) {
+        discard(client);
+        throw err;
+      }
+    },
+  };
 }
+
+export type RetiredExporter = ReturnType<typeof retiredExporter>;

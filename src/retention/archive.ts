@@ -16,7 +16,8 @@
  * cores that serve checkouts, so it is made cheap, slow and out of the way on
  * purpose (measured with `npm run bench -- --retention`, docs/PERFORMANCE.md):
  * gzip at level 1, COPY's CSV read at most CSV_BYTES_PER_SEC, and all of it on
- * a worker thread (archive-worker.ts), off the event loop.
+ * a worker thread (archive-worker.ts), off the event loop, which lives as
+ * long as the service and keeps its PostgreSQL connection between passes.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -27,7 +28,7 @@ import { pipeline } from 'node:stream/promises';
 import { Worker } from 'node:worker_threads';
 import { createGunzip, createGzip } from 'node:zlib';
 
-import { ATTEMPT_COLUMNS, exportRetired, type Partition, type Partitions } from '../db/partitions.js';
+import { ATTEMPT_COLUMNS, type Partition, type Partitions, type RetiredExporter } from '../db/partitions.js';
 
 export interface Manifest {
   format: 'csv.gz';
@@ -84,7 +85,6 @@ async function durable(tmp: string, final: string) {
 
 /** What the archive worker is asked to write, and what it wrote. */
 export interface ExportJob {
-  databaseUrl: string;
   table: string;
   file: string;
 }
@@ -95,7 +95,7 @@ export interface Written {
 }
 
 /** Writes a retired partition's CSV, gzipped, into `file`; runs in the archive worker (archive-worker.ts). */
-export async function writeCsvGz({ databaseUrl, table, file }: ExportJob): Promise<Written> {
+export async function writeCsvGz(exporter: RetiredExporter, { table, file }: ExportJob): Promise<Written> {
   const hash = createHash('sha256');
   let bytes = 0;
   const measure = new Transform({
@@ -107,32 +107,74 @@ export async function writeCsvGz({ databaseUrl, table, file }: ExportJob): Promi
   });
   const pace = paced(CSV_BYTES_PER_SEC);
   const [rows] = await Promise.all([
-    exportRetired(databaseUrl, table, pace),
+    exporter.export(table, pace),
     pipeline(pace, createGzip({ level: GZIP_LEVEL }), measure, createWriteStream(file)),
   ]);
   return { rows, bytes, sha256: hash.digest('hex') };
 }
 
 /**
- * Runs writeCsvGz on a worker thread: parsing COPY's stream is JavaScript, one
- * message a row (~0.5 s of CPU for 500,000 rows), which on the event loop made
- * the loop 4–9 points busier during a pass in the bench; on the worker, 0–5.
- * Unreferenced: a process that stops mid-archive does not wait for it, and
- * leaves only a `.partial` file that the next pass writes again.
+ * The archive worker (archive-worker.ts), which runs writeCsvGz: parsing
+ * COPY's stream is JavaScript, one message a row (~0.5 s of CPU for 500,000
+ * rows), which on the event loop made the loop 4–9 points busier during a
+ * pass in the bench; on a worker, 0–5. It is started with the service, not
+ * by each pass: a thread's start-up and a new PostgreSQL backend at the start
+ * of every pass were a third of what a pass cost checkout's p99
+ * (docs/PERFORMANCE.md). A worker that dies is started again by the next
+ * archive. Unreferenced: a process that stops mid-archive does not wait for
+ * it, and leaves only a `.partial` file that the next pass writes again.
  */
-function inWorker(job: ExportJob): Promise<Written> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./archive-worker.js', import.meta.url), { workerData: job });
-    worker.unref();
-    worker.once('message', resolve);
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`the archive worker exited (${code}) without an answer`)));
-  });
+export function createArchiver(databaseUrl: string, checkMs: number) {
+  const waiting = new Map<number, { resolve: (w: Written) => void; reject: (err: Error) => void }>();
+  let next = 0;
+  let worker: Worker | undefined;
+
+  function start(): Worker {
+    const started = new Worker(new URL('./archive-worker.js', import.meta.url), {
+      workerData: { databaseUrl, checkMs },
+    });
+    started.unref();
+    started.on('message', ({ id, written, error }: { id: number; written?: Written; error?: string }) => {
+      const job = waiting.get(id);
+      waiting.delete(id);
+      if (written) job?.resolve(written);
+      else job?.reject(new Error(error));
+    });
+    const failAll = (err: Error) => {
+      if (worker === started) worker = undefined;
+      for (const job of waiting.values()) job.reject(err);
+      waiting.clear();
+    };
+    started.once('error', failAll);
+    started.once('exit', (code) => failAll(new Error(`the archive worker exited (${code}) without an answer`)));
+    return started;
+  }
+  worker = start();
+
+  return {
+    /** Writes a retired partition's CSV, gzipped, into `job.file`, on the worker. */
+    write(job: ExportJob): Promise<Written> {
+      const running = (worker ??= start());
+      return new Promise((resolve, reject) => {
+        const id = next++;
+        waiting.set(id, { resolve, reject });
+        running.postMessage({ id, job });
+      });
+    },
+    /** Stops the worker, and with it its connection; an archive under way fails, and the next pass writes it again. */
+    async close(): Promise<void> {
+      const stopping = worker;
+      worker = undefined;
+      await stopping?.terminate();
+    },
+  };
 }
+
+export type Archiver = ReturnType<typeof createArchiver>;
 
 /** Writes the archive of a retired partition and its manifest; resolves once both are on disk. */
 export async function writeArchive(
-  databaseUrl: string,
+  archiver: Archiver,
   dir: string,
   partition: Pick<Partition, 'table' | 'saleIds'>,
   now: Date,
@@ -140,7 +182,7 @@ export async function writeArchive(
   await mkdir(dir, { recursive: true });
   const file = join(dir, `${partition.table}.csv.gz`);
   const tmp = `${file}.partial`;
-  const { rows, bytes, sha256 } = await inWorker({ databaseUrl, table: partition.table, file: tmp });
+  const { rows, bytes, sha256 } = await archiver.write({ table: partition.table, file: tmp });
   await durable(tmp, file);
   const manifest: Manifest = {
     format: 'csv.gz',

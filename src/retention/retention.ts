@@ -18,7 +18,7 @@
 import type { Infra } from '../infra.js';
 import type { Partition } from '../db/partitions.js';
 import { retentionLockKey } from '../redis/keys.js';
-import { writeArchive } from './archive.js';
+import { createArchiver, writeArchive } from './archive.js';
 
 /**
  * Longest a step waits for a lock: the move into `retired` for a reader of the
@@ -36,6 +36,10 @@ export function createRetention({ config, clock, log, metrics, locks, data, ids 
   const quietAfterMs = (config.RETENTION_OFFSET_SECONDS ?? config.SALE_DURATION / 2) * 1000;
   /** How often scheduler.ts runs a pass: RETENTION_INTERVAL_MS (a minute), or less if a window's quiet part is shorter. */
   const intervalMs = Math.min(config.RETENTION_INTERVAL_MS, config.SALE_DURATION * 1000 - quietAfterMs);
+  // The archive worker waits, started, for the passes (archive.ts says why); an idle connection of its own answers
+  // within DEPENDENCY_TIMEOUT_MS or is replaced.
+  const archiver =
+    config.ATTEMPTS_RETENTION === 0 ? undefined : createArchiver(config.DATABASE_URL, config.DEPENDENCY_TIMEOUT_MS);
 
   /** One pass; a no-op when retention is off, in a window's busy start, or while another instance holds the lock. */
   async function run(): Promise<void> {
@@ -79,7 +83,7 @@ export function createRetention({ config, clock, log, metrics, locks, data, ids 
 
   async function archive(p: Partition): Promise<void> {
     try {
-      const manifest = await writeArchive(config.DATABASE_URL, config.ARCHIVE_DIR, p, new Date(clock.now()));
+      const manifest = await writeArchive(archiver!, config.ARCHIVE_DIR, p, new Date(clock.now()));
       await data.partitions.dropRetired(p.table);
       metrics.archiveRuns.inc({ outcome: 'ok' });
       metrics.archiveBytes.inc(manifest.bytes);
@@ -109,7 +113,12 @@ export function createRetention({ config, clock, log, metrics, locks, data, ids 
     for (const [table, bytes] of Object.entries(sizes.tables)) metrics.dbTableSize.set({ table }, bytes);
   });
 
-  return { run, intervalMs };
+  return {
+    run,
+    intervalMs,
+    /** Stops the archive worker (on shutdown). */
+    close: async () => archiver?.close(),
+  };
 }
 
 export type Retention = ReturnType<typeof createRetention>;
