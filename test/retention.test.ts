@@ -9,7 +9,8 @@ import { after, before, describe, it } from 'node:test';
 
 import pg from 'pg';
 
-import { offsetClock } from '../src/clock.js';
+import type { App } from '../src/app.js';
+import { offsetClock, type Clock } from '../src/clock.js';
 import { migrate } from '../src/db/migrate.js';
 import { manifestPath, verifyArchive, type Manifest } from '../src/retention/archive.js';
 import { PG_URL, testEnv, type TestEnv } from './helpers.js';
@@ -26,6 +27,20 @@ const attemptsOf = async (db: pg.Pool | pg.Client, where = 'true') =>
        FROM checkout_attempts WHERE ${where}) a ORDER BY 1`,
     )
   ).rows.map((r) => r.row);
+
+/** One refused attempt in `app`'s active sale, written through the data path; resolves to the sale's id. */
+async function attemptInActiveSale(app: App, clock: Clock): Promise<string> {
+  const sale = (await app.deps.sales.active()).id;
+  await app.deps.data.attempts.insert({
+    saleId: sale,
+    itemId: `${sale}-00001`,
+    userId: 'u1',
+    outcome: 'ITEM_SOLD',
+    code: null,
+    at: clock.now(),
+  });
+  return sale;
+}
 
 /**
  * A database of its own, migrated only as far as `files` (today's schema at
@@ -280,15 +295,7 @@ describe('retention in a sale window’s first half (RETENTION_OFFSET_SECONDS: h
     const hour = thisHour();
     const clock = offsetClock(hour - 2 * HOUR + 60_000 - Date.now()); // a minute into the sale two hours back
     const app = await env.app({ clock });
-    const sale = (await app.deps.sales.active()).id;
-    await app.deps.data.attempts.insert({
-      saleId: sale,
-      itemId: `${sale}-00001`,
-      userId: 'u1',
-      outcome: 'ITEM_SOLD',
-      code: null,
-      at: clock.now(),
-    });
+    const sale = await attemptInActiveSale(app, clock);
     const where = async () =>
       (
         await env.pg.query<{ schema: string }>(
@@ -318,18 +325,6 @@ describe('retention’s archive connection, kept from one pass to the next', () 
     const { env, dir } = suite;
     const clock = offsetClock(fortyPast() - 4 * HOUR - Date.now()); // in the quiet half of the hour, as above
     const app = await env.app({ clock });
-    const attemptIn = async () => {
-      const sale = (await app.deps.sales.active()).id;
-      await app.deps.data.attempts.insert({
-        saleId: sale,
-        itemId: `${sale}-00001`,
-        userId: 'u1',
-        outcome: 'ITEM_SOLD',
-        code: null,
-        at: clock.now(),
-      });
-      return sale;
-    };
     /** The archive's connection's backend, `besides` one that has not exited yet. */
     const archiveConnection = async (besides = 0) => {
       const { rows } = await env.pg.query<{ pid: number }>(
@@ -349,10 +344,10 @@ describe('retention’s archive connection, kept from one pass to the next', () 
       assert.equal(failed?.value ?? 0, 0, 'an archive failed');
     };
 
-    const sales = [await attemptIn()];
+    const sales = [await attemptInActiveSale(app, clock)];
     for (let i = 0; i < 2; i++) {
       clock.advance(HOUR);
-      sales.push(await attemptIn());
+      sales.push(await attemptInActiveSale(app, clock));
     }
     clock.advance(-HOUR); // each pass below retires one sale, ATTEMPTS_RETENTION (an hour) past its end
     await passRetires(sales[0]!);
