@@ -335,7 +335,7 @@ describe('retention’s archive connection, kept from one pass to the next', () 
       assert.equal(rows.length, 1, 'the archive’s connection was not kept, or not alone');
       return rows[0]!.pid;
     };
-    /** The pass an hour on retires `sale` (the one three hours back), with no failed archive. */
+    /** An hour on, a pass retires `sale` (ended 1 h 40 min before: past the retention, the next sale not), no archive failing. */
     const passRetires = async (sale: string) => {
       clock.advance(HOUR);
       await app.deps.retention.run();
