@@ -244,6 +244,9 @@ export type Partitions = ReturnType<typeof partitionsTable>;
  * that fails it, or any export, is closed and replaced at the next export.
  */
 export function retiredExporter(databaseUrl: string, checkMs: number) {
+  // What each export starts with: CSV timestamps in UTC, and the connection's proof of life. pg honours a query's own
+  // query_timeout, which its types leave out.
+  const utc = { text: "SET TimeZone = 'UTC'", query_timeout: checkMs };
   let kept: pg.Client | undefined;
 
   const discard = (client: pg.Client) => {
@@ -255,9 +258,7 @@ export function retiredExporter(databaseUrl: string, checkMs: number) {
     const client = kept;
     if (client) {
       try {
-        // pg honours a query's own query_timeout, which its types leave out.
-        const check = { text: "SET TimeZone = 'UTC'", query_timeout: checkMs };
-        await client.query(check);
+        await client.query(utc);
         return client;
       } catch {
         discard(client);
@@ -271,7 +272,7 @@ export function retiredExporter(databaseUrl: string, checkMs: number) {
     fresh.on('error', () => discard(fresh));
     try {
       await fresh.connect();
-      await fresh.query("SET TimeZone = 'UTC'");
+      await fresh.query(utc);
     } catch (err) {
       discard(fresh);
       throw err;
