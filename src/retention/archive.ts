@@ -15,8 +15,8 @@
  * An archive is written by the service that runs the retention pass, on the
  * cores that serve checkouts, so it is made cheap, slow and out of the way on
  * purpose (measured with `npm run bench -- --retention`, docs/PERFORMANCE.md):
- * gzip at level 1, COPY's CSV read at most CSV_BYTES_PER_SEC, and all of it on
- * a worker thread (archive-worker.ts), off the event loop, which lives as
+ * gzip at level 1, COPY's CSV read at a slow pace (archivePace), and all of it
+ * on a worker thread (archive-worker.ts), off the event loop, which lives as
  * long as the service and keeps its PostgreSQL connection between passes.
  */
 import { createHash } from 'node:crypto';
@@ -50,16 +50,26 @@ export interface Manifest {
  */
 const GZIP_LEVEL = 1;
 /**
- * The pace at which an archive reads its partition: 8 MB of CSV a second, so
- * that PostgreSQL's COPY and the compression take a slice of the CPU for a few
- * seconds instead of most of both cores for one. Checkout p99 with a pass
- * against without (median of each round’s ratio): 1.6× unpaced, 1.2–1.7× at
- * 16 MB/s, 1.1–1.6× at 8 MB/s from one host to the next. A slower pace only
- * spreads the same cost, and pausing in coarser steps did no better
- * (docs/PERFORMANCE.md). A busy hour's partition, ~36 million attempts or
- * ~3 GB of CSV, takes six or seven minutes, within the retention lock's 15.
+ * The pace at which an archive reads its partition: 2 MB of CSV a second, so
+ * that PostgreSQL's COPY and the compression take a thin slice of the cores
+ * for a while rather than a thick one briefly. The target is checkout's p99
+ * during a pass, and what a pass costs checkout a second grows with the bytes
+ * it reads a second: at 8 MB/s a pass took that p99 to 1.05–1.31× of without,
+ * from run to run; at 2 MB/s, 0.98–1.05× in three runs, for the same CPU in all
+ * (docs/PERFORMANCE.md). A partition too big to be read at that pace within
+ * LONGEST_ARCHIVE_MS is read faster, its size on disk in that time: its CSV
+ * is smaller (0.6 of it here: a row's header, line pointer and index entry
+ * outweigh what its id and timestamp gain as text), so every archive ends in
+ * time. A busy hour's partition, ~36 million attempts (~5 GB on disk, ~3 GB
+ * of CSV), is read at ~8 MB/s, in about six minutes.
  */
-const CSV_BYTES_PER_SEC = 8 * 2 ** 20;
+const CSV_BYTES_PER_SEC = 2 * 2 ** 20;
+export const LONGEST_ARCHIVE_MS = 10 * 60_000;
+
+/** Bytes of CSV a second at which to archive a partition of `bytesOnDisk` (archive.ts says why). */
+export function archivePace(bytesOnDisk: number): number {
+  return Math.max(CSV_BYTES_PER_SEC, bytesOnDisk / (LONGEST_ARCHIVE_MS / 1000));
+}
 
 /** Passes chunks on at no more than `bytesPerSec` on average since the first. */
 function paced(bytesPerSec: number): Transform {
@@ -87,6 +97,8 @@ async function durable(tmp: string, final: string) {
 export interface ExportJob {
   table: string;
   file: string;
+  /** The pace: bytes of CSV a second (archivePace). */
+  bytesPerSec: number;
 }
 export interface Written {
   rows: number;
@@ -95,7 +107,7 @@ export interface Written {
 }
 
 /** Writes a retired partition's CSV, gzipped, into `file`; runs in the archive worker (archive-worker.ts). */
-export async function writeCsvGz(exporter: RetiredExporter, { table, file }: ExportJob): Promise<Written> {
+export async function writeCsvGz(exporter: RetiredExporter, { table, file, bytesPerSec }: ExportJob): Promise<Written> {
   const hash = createHash('sha256');
   let bytes = 0;
   const measure = new Transform({
@@ -105,7 +117,7 @@ export async function writeCsvGz(exporter: RetiredExporter, { table, file }: Exp
       done(null, chunk);
     },
   });
-  const pace = paced(CSV_BYTES_PER_SEC);
+  const pace = paced(bytesPerSec);
   const [rows] = await Promise.all([
     exporter.export(table, pace),
     pipeline(pace, createGzip({ level: GZIP_LEVEL }), measure, createWriteStream(file)),
@@ -177,13 +189,17 @@ export type Archiver = ReturnType<typeof createArchiver>;
 export async function writeArchive(
   archiver: Archiver,
   dir: string,
-  partition: Pick<Partition, 'table' | 'saleIds'>,
+  partition: Pick<Partition, 'table' | 'saleIds' | 'bytes'>,
   now: Date,
 ): Promise<Manifest> {
   await mkdir(dir, { recursive: true });
   const file = join(dir, `${partition.table}.csv.gz`);
   const tmp = `${file}.partial`;
-  const { rows, bytes, sha256 } = await archiver.write({ table: partition.table, file: tmp });
+  const { rows, bytes, sha256 } = await archiver.write({
+    table: partition.table,
+    file: tmp,
+    bytesPerSec: archivePace(partition.bytes),
+  });
   await durable(tmp, file);
   const manifest: Manifest = {
     format: 'csv.gz',

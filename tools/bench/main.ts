@@ -4,7 +4,7 @@
  * npm run bench -- --ab <another build> [--only checkout-only --windows 12 --duration 3]: two builds' CPU
  *   per request on one load, both services on one core at once (ab.ts)
  * npm run bench -- --streams [--watchers 5000 --rounds 3]: the live event streams (streams.ts)
- * npm run bench -- --retention [--rows 500000 --duration 10 --rounds 3 --rate 1000 --connections 16]: checkout p99
+ * npm run bench -- --retention [--rows 500000 --duration 25 --rounds 3 --rate 1000 --connections 16]: checkout p99
  *   while a retention pass retires a big partition, against windows without (retention.ts)
  * The same command every time: for each load, a fresh database and a fresh
  * service with a 10,000-item sale, loaded by wrk; a bare node:http server in
@@ -174,7 +174,7 @@ if (values.retention) {
   const { retentionBench } = await import('./retention.js');
   await retentionBench({
     root,
-    seconds: Number(values.duration ?? 10),
+    seconds: Number(values.duration ?? 25),
     rounds: Number(values.rounds ?? 3),
     rows: Number(values.rows),
     rate: Number(values.rate),

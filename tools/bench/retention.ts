@@ -1,5 +1,5 @@
 /**
- * npm run bench -- --retention [--rows 500000 --duration 10 --rounds 3 --rate 1000 --connections 16 --no-write]
+ * npm run bench -- --retention [--rows 500000 --duration 25 --rounds 3 --rate 1000 --connections 16 --no-write]
  *
  * What a retention pass costs the hot path (issue 15: checkout p99 during a
  * drop within 20% of without). One service (ATTEMPTS_RETENTION=1d, a pass
@@ -8,8 +8,10 @@
  * is made with INSERT … SELECT generate_series, attached and vacuumed; then
  * two windows of `duration` seconds, in alternating order: one where that
  * sale becomes due one second in (its `sales` row appears), so a pass
- * detaches, archives and drops it inside the window, and one without. Each
- * window's checkout p99 comes from wrk and from the service's own histogram.
+ * detaches, archives and drops it inside the window (the default 25 s holds a
+ * pass over 500,000 rows, read at 2 MB of CSV a second; a pass that outlasts
+ * its window voids the verdict), and one without. Each window's checkout p99
+ * comes from wrk and from the service's own histogram.
  * The service's CPU and the whole machine's are read from /proc over each
  * window, and the load average is noted: the 2 cores are shared with other
  * engineers. Results go into docs/PERFORMANCE.md.
@@ -270,7 +272,14 @@ function report(r: {
   const wrkPairs = pairs.map((p) => p.wrk);
   const serverPairs = pairs.map((p) => p.server);
   const medianOf = (kind: Window['kind'], p99: (w: Window) => number) => median(of(kind).map(p99));
-  const verdict = (ratio: number) => (ratio <= 1.2 ? 'met' : '**missed**');
+  // The target is about the whole pass: a window it outlasted would price only part of it.
+  const outlasted = of('with').filter((w) => !w.inside).length;
+  const verdict = (ratio: number) =>
+    outlasted > 0
+      ? `not measured: ${outlasted} pass(es) outlasted the window (lengthen --duration)`
+      : ratio <= 1.2
+        ? 'met'
+        : '**missed**';
   const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
   const lines = [
     `Run on ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench -- --retention --rounds ${rounds.length} --rows ${r.rows} --duration ${r.seconds} --rate ${r.rate} --connections ${r.connections}\`: one service, a checkout-only wrk load of ${r.connections} connections each waiting ${r.delayMs} ms between an answer and its next request, ${r.seconds}-second windows, a retention pass every second at any minute of the hour (RETENTION_INTERVAL_MS=1000, RETENTION_OFFSET_SECONDS=0). In each window "with", a past sale's partition of ${r.rows} rows (${mb(r.partitionBytes)} MB with its indexes; archive ${mb(r.archiveBytes)} MB) falls due ${DUE_AFTER_MS / 1000} s in and is detached, archived and dropped.`,
