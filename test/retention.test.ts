@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -315,6 +316,48 @@ describe('retention in a sale window’s first half (RETENTION_OFFSET_SECONDS: h
     await app.deps.retention.run();
     assert.deepEqual(await where(), [], 'not retired at half past');
     assert.equal((await verifyArchive(join(dir, `checkout_attempts_${sale}.csv.gz`))).rows, 1);
+  });
+});
+
+describe('retention, when several partitions fall due at once (a retention turned on or shortened)', () => {
+  const suite = retentionSuite('fs-many');
+
+  it('starts no archive once the sale window’s quiet part is over, and the next quiet part retires the rest', async () => {
+    const { env, dir } = suite;
+    const archiveOf = (sale: string) => join(dir, `checkout_attempts_${sale}.csv.gz`);
+    const base = offsetClock(fortyPast() - 4 * HOUR - Date.now()); // in the quiet half of the hour, as above
+    /** Once this archive is written, the business clock stands 25 minutes on: at five past, out of the quiet part. */
+    let quietUntil: string | undefined;
+    const clock: Clock = { now: () => base.now() + (quietUntil && existsSync(quietUntil) ? 25 * 60_000 : 0) };
+    const app = await env.app({ clock });
+    const sales = [await attemptInActiveSale(app, clock)];
+    for (let i = 0; i < 2; i++) {
+      base.advance(HOUR);
+      sales.push(await attemptInActiveSale(app, clock));
+    }
+    base.advance(HOUR); // the first two sales are past the retention, the third not yet
+    const schemas = async () =>
+      (
+        await env.pg.query<{ table: string; schema: string }>(
+          `SELECT c.relname AS table, n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relname = ANY ($1) ORDER BY c.relname`,
+          [sales.map((s) => `checkout_attempts_${s}`)],
+        )
+      ).rows.map((r) => `${r.table} ${r.schema}`);
+
+    quietUntil = archiveOf(sales[0]!);
+    await app.deps.retention.run();
+    assert.equal((await verifyArchive(archiveOf(sales[0]!))).rows, 1);
+    assert.deepEqual(await schemas(), [`checkout_attempts_${sales[1]} public`, `checkout_attempts_${sales[2]} public`]);
+    assert.deepEqual((await readdir(dir)).sort(), [
+      `checkout_attempts_${sales[0]}.csv.gz`,
+      `checkout_attempts_${sales[0]}.manifest.json`,
+    ]);
+
+    quietUntil = undefined;
+    await app.deps.retention.run();
+    assert.equal((await verifyArchive(archiveOf(sales[1]!))).rows, 1);
+    assert.deepEqual(await schemas(), [`checkout_attempts_${sales[2]} public`]);
   });
 });
 

@@ -18,7 +18,7 @@
 import type { Infra } from '../infra.js';
 import type { Partition } from '../db/partitions.js';
 import { retentionLockKey } from '../redis/keys.js';
-import { createArchiver, writeArchive } from './archive.js';
+import { createArchiver, LONGEST_ARCHIVE_MS, writeArchive } from './archive.js';
 
 /**
  * Longest a step waits for a lock: the move into `retired` for a reader of the
@@ -27,8 +27,14 @@ import { createArchiver, writeArchive } from './archive.js';
  * it the step gives up and the next pass takes it up again.
  */
 const LOCK_TIMEOUT_MS = 200;
-/** Longer than any archive should take; every step is idempotent if two passes ever overlap. */
+/**
+ * How long a pass holds the retention lock. A pass starts an archive only
+ * while the lock will outlast it by a minute (LONGEST_ARCHIVE_MS, archive.ts),
+ * and leaves the rest to the next pass: two instances must never write the
+ * same archive at once.
+ */
 const LOCK_TTL_MS = 15 * 60_000;
+const LOCK_SPARE_MS = 60_000;
 
 type RetentionDeps = Pick<Infra, 'config' | 'clock' | 'log' | 'metrics' | 'locks' | 'data' | 'ids'>;
 
@@ -43,28 +49,40 @@ export function createRetention({ config, clock, log, metrics, locks, data, ids 
 
   /** One pass; a no-op when retention is off, in a window's busy start, or while another instance holds the lock. */
   async function run(): Promise<void> {
-    if (config.ATTEMPTS_RETENTION === 0) return;
-    const now = clock.now();
-    if (now - ids.windowContaining(now).startsAt < quietAfterMs) return;
+    if (config.ATTEMPTS_RETENTION === 0 || !quiet()) return;
+    // The lock's expiry on the real clock, which Redis keeps: taken before asking, so never later than Redis's.
+    const lockExpires = Date.now() + LOCK_TTL_MS;
     const release = await locks
       .acquire('retention', retentionLockKey(config.REDIS_PREFIX), LOCK_TTL_MS)
       .catch(() => undefined);
     if (!release) return;
     try {
-      await retireAll();
+      await retireAll(lockExpires);
     } finally {
       await release().catch(() => {});
     }
   }
 
-  async function retireAll(): Promise<void> {
+  /** Whether the business clock is in a sale window's quiet part, where passes may retire. */
+  function quiet(): boolean {
+    const now = clock.now();
+    return now - ids.windowContaining(now).startsAt >= quietAfterMs;
+  }
+
+  async function retireAll(lockExpires: number): Promise<void> {
     const cutoff = clock.now() - config.ATTEMPTS_RETENTION;
     const due = (await data.partitions.list()).filter(
       (p) => p.schema === 'retired' || (p.endsAt !== null && p.endsAt.getTime() <= cutoff),
     );
     // An interrupted detach first: while one is pending, PostgreSQL detaches no other.
     due.sort((a, b) => Number(b.attachment === 'pending') - Number(a.attachment === 'pending'));
-    for (const p of due) {
+    for (const [i, p] of due.entries()) {
+      // Many partitions can fall due at once (a retention turned on or shortened): each starts only in a quiet part,
+      // and under a lock that outlasts its archive.
+      if (!quiet() || Date.now() + LONGEST_ARCHIVE_MS + LOCK_SPARE_MS > lockExpires) {
+        log.info({ left: due.length - i }, 'retention pass stopped; the next pass retires the partitions left');
+        return;
+      }
       if (await detach(p)) await archive(p);
     }
   }
