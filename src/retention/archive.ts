@@ -66,8 +66,8 @@ const GZIP_LEVEL = 1;
 const CSV_BYTES_PER_SEC = 2 * 2 ** 20;
 export const LONGEST_ARCHIVE_MS = 10 * 60_000;
 
-/** Bytes of CSV a second at which to archive a partition of `bytesOnDisk` (archive.ts says why). */
-export function archivePace(bytesOnDisk: number): number {
+/** Bytes of CSV a second at which to archive a partition of `bytesOnDisk`: the pace above, or enough to end in time. */
+function archivePace(bytesOnDisk: number): number {
   return Math.max(CSV_BYTES_PER_SEC, bytesOnDisk / (LONGEST_ARCHIVE_MS / 1000));
 }
 
